@@ -1,0 +1,1 @@
+from . import adaptive_cross_entropy  # noqa: F401

@@ -1,0 +1,1 @@
+from . import adaptive_lm  # noqa: F401

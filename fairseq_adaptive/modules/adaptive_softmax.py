@@ -1,0 +1,196 @@
+"""Adaptive softmax (Grave et al. 2017, https://arxiv.org/abs/1609.04309) with the weight sharing of adaptive input
+representations (Baevski & Auli 2019, https://arxiv.org/abs/1809.10853, Section 3, "ADP-T").
+
+The head scores the ``cutoff[0]`` most frequent words plus one logit per tail cluster; cluster ``i`` scores the
+words of band ``i+1`` after projecting the input down to ``input_dim / factor**(i+1)``:
+
+    log p(w) = log softmax(head(h))[w]                                    w in the head
+    log p(w) = log softmax(head(h))[c_i] + log softmax(T_i P_i h)[w - cutoff[i]]   w in cluster i
+
+Tied to an :class:`AdaptiveInput`, ``T_i`` is band ``i+1``'s embedding table, the head's word weights are band
+0's table and (``tie_proj``) ``P_i`` is the transpose of band ``i+1``'s input projection. Dropout (the paper's
+"adaptive softmax dropout", applied where fairseq applies it) hits the layer's input and the tail projections.
+"""
+
+from typing import Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
+
+
+class TailCluster(nn.Module):
+    """One tail cluster: ``x (N x d) -> dropout(P x) (N x d_i) -> logits over the cluster's words (N x |band|)``.
+
+    ``proj`` is stored as ``d_i x d`` (own) or borrowed from an adaptive input as ``d x d_i`` (``proj_transposed``).
+    """
+
+    def __init__(self, proj: nn.Parameter, proj_transposed: bool, words: nn.Parameter, dropout: float):
+        super().__init__()
+        self.proj = proj
+        self.proj_transposed = proj_transposed
+        self.words = words
+        self.dropout = nn.Dropout(dropout)
+
+    def hidden(self, x: Tensor) -> Tensor:
+        proj = self.proj.t() if self.proj_transposed else self.proj
+        return self.dropout(F.linear(x, proj))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(self.hidden(x), self.words)
+
+
+class AdaptiveSoftmax(nn.Module):
+    """Adaptive softmax output layer; see the module docstring for the factorisation.
+
+    Shapes: ``input`` is ``... x input_dim``, ``target`` is ``...`` (same leading shape); log-probabilities come
+    back as ``... x vocab_size`` and target-only scores as ``...``.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        input_dim: int,
+        cutoff: Sequence[int],
+        dropout: float = 0.0,
+        factor: float = 4.0,
+        adaptive_input: Optional[AdaptiveInput] = None,
+        tie_proj: bool = False,
+    ):
+        super().__init__()
+        self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
+        self.vocab_size = vocab_size
+        self.input_dim = input_dim
+        self.n_clusters = len(self.cutoff) - 1
+        self.dropout = nn.Dropout(dropout)
+        if adaptive_input is not None and adaptive_input.cutoff != self.cutoff:
+            raise ValueError(
+                f"tied adaptive softmax cutoffs {self.cutoff[:-1]} differ from the adaptive input's "
+                f"{adaptive_input.cutoff[:-1]}: give --adaptive-softmax-cutoff equal to --adaptive-input-cutoff"
+            )
+        if tie_proj and adaptive_input is None:
+            raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights (an adaptive input to tie to)")
+
+        self.head_proj: Optional[nn.Linear] = None
+        if adaptive_input is None:
+            self.head_words = nn.Parameter(torch.empty(self.cutoff[0], input_dim))
+        else:
+            self.head_words = adaptive_input.weights_for_band(0)[0]
+            if self.head_words.shape[1] != input_dim:
+                # The head band is narrower than the model: an own (untied) projection, as in fairseq.
+                self.head_proj = nn.Linear(input_dim, self.head_words.shape[1], bias=False)
+        self.head_clusters = nn.Parameter(torch.empty(self.n_clusters, input_dim))
+
+        dims = band_dims(input_dim, factor, len(self.cutoff))[1:]
+        self.tail = nn.ModuleList()
+        for i, dim in enumerate(dims):
+            size = self.cutoff[i + 1] - self.cutoff[i]
+            if adaptive_input is None:
+                words = nn.Parameter(torch.empty(size, dim))
+                proj, transposed = nn.Parameter(torch.empty(dim, input_dim)), False
+            else:
+                words, input_proj = adaptive_input.weights_for_band(i + 1)
+                if tie_proj:
+                    proj, transposed = input_proj, True
+                else:
+                    proj, transposed = nn.Parameter(torch.empty(input_proj.shape[1], input_proj.shape[0])), False
+            self.tail.append(TailCluster(proj, transposed, words, dropout))
+        self.tied = adaptive_input is not None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Xavier-uniform for the weights this layer owns (fairseq's choice); tied ones keep the input's init.
+        owned = [self.head_clusters]
+        if self.head_proj is not None:
+            owned.append(self.head_proj.weight)
+        if not self.tied:
+            owned.append(self.head_words)
+        for tail in self.tail:
+            owned += [] if self.tied else [tail.words]
+            owned += [] if tail.proj_transposed else [tail.proj]
+        for p in owned:
+            nn.init.xavier_uniform_(p)
+
+    # ---------------------------------------------------------------- pieces
+    def head(self, x: Tensor) -> Tensor:
+        """``N x d -> N x (cutoff[0] + n_clusters)``: word logits, then one logit per tail cluster."""
+        if self.head_proj is None:
+            return F.linear(x, torch.cat([self.head_words, self.head_clusters], dim=0))
+        return torch.cat([F.linear(self.head_proj(x), self.head_words), F.linear(x, self.head_clusters)], dim=-1)
+
+    def cluster_of(self, target: Tensor) -> Tensor:
+        """0 for head words, ``i+1`` for words of tail cluster ``i``."""
+        bounds = target.new_tensor(self.cutoff[:-1])
+        return torch.bucketize(target, bounds, right=True)
+
+    # ---------------------------------------------------------------- training
+    def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Summed negative log-likelihood of ``target`` (fp32 scalar), and per cluster (head first, fp32 vector
+        of ``1 + n_clusters``) the summed loss and the number of scored tokens.
+
+        Every cluster runs on every call, on the (possibly empty) set of positions whose target it holds, so
+        every parameter takes part in the graph of every step: PyTorch DDP then needs no unused-parameter
+        search, and the loss is unchanged (an empty cluster contributes an exact 0 with zero gradients).
+        """
+        target = target.reshape(-1)
+        keep = target != ignore_index
+        nll = -self.target_log_prob(self.dropout(input), target).masked_fill(~keep, 0.0)
+        cluster = self.cluster_of(target)
+        per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll.detach())
+        counts = torch.zeros(self.n_clusters + 1, dtype=torch.long, device=target.device)
+        counts = counts.index_add(0, cluster, keep.long())
+        return nll.sum(), per_cluster, counts
+
+    def forward(self, input: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
+        """Summed negative log-likelihood (fp32 scalar) of ``target`` under the layer."""
+        return self.loss(input, target, ignore_index)[0]
+
+    # ---------------------------------------------------------------- scoring and generation
+    def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
+        """``B x T x d -> B x T x V`` log-probabilities (the interface fairseq's decoders call).
+
+        Without ``target`` every row is the full normalised distribution (rows sum to 1 after ``exp``). With
+        ``target`` (fairseq's scoring path) a tail cluster is only computed for the rows whose target lies in it,
+        and other rows hold 0 in that cluster's columns: only the target's entry of each row is meaningful.
+        """
+        lead = input.shape[:-1]
+        x = input.reshape(-1, input.size(-1))
+        acc = torch.promote_types(input.dtype, torch.float32)
+        head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
+        out = head_logp.new_zeros(x.size(0), self.vocab_size)
+        out[:, : self.cutoff[0]] = head_logp[:, : self.cutoff[0]]
+        cluster = None if target is None else self.cluster_of(target.reshape(-1))
+        for i, tail in enumerate(self.tail):
+            start, end = self.cutoff[i], self.cutoff[i + 1]
+            prior = head_logp[:, self.cutoff[0] + i]
+            if cluster is None:
+                out[:, start:end] = F.log_softmax(tail(x).to(acc), dim=-1) + prior.unsqueeze(1)
+            else:
+                rows = (cluster == i + 1).nonzero().squeeze(1)
+                logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1)
+                out[rows, start:end] = logp + prior.index_select(0, rows).unsqueeze(1)
+        return out.view(*lead, self.vocab_size)
+
+    def target_log_prob(self, input: Tensor, target: Tensor) -> Tensor:
+        """``B x T x d, B x T -> B x T``: log p(target) alone, never allocating a V-wide row.
+
+        Logits are cast to fp32 (or kept in fp64) before the log-softmax: summing a half-precision loss over
+        thousands of tokens overflows (fairseq's ``adaptive_loss`` logs ``inf`` under ``--fp16``).
+        """
+        lead = target.shape
+        x = input.reshape(-1, input.size(-1))
+        acc = torch.promote_types(input.dtype, torch.float32)
+        target = target.reshape(-1)
+        cluster = self.cluster_of(target)
+        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
+        head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
+        score = head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
+        for i, tail in enumerate(self.tail):
+            rows = (cluster == i + 1).nonzero().squeeze(1)
+            logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1)
+            local = (target.index_select(0, rows) - self.cutoff[i]).unsqueeze(1)
+            score = score.index_add(0, rows, logp.gather(1, local).squeeze(1))
+        return score.view(lead)
+

@@ -1,0 +1,1 @@
+from . import adaptive_language_modeling  # noqa: F401
