@@ -7,4 +7,5 @@ setup(
     packages=find_packages(include=["fairseq_adaptive", "fairseq_adaptive.*"]),
     python_requires=">=3.10",
     install_requires=["torch", "fairseq-fixed", "sentencepiece"],
+    entry_points={"console_scripts": ["fairseq-adaptive-train = fairseq_adaptive.train:cli_main"]},
 )

@@ -1,0 +1,48 @@
+import gzip
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "lm-sample"
+USER_DIR = str(ROOT / "fairseq_adaptive")
+
+import fairseq_adaptive  # noqa: E402,F401  (registers our components before fairseq parses flags)
+
+
+def run_cli(main, argv):
+    """Run a fairseq console entry point in-process with ``argv`` (as fairseq's own tests do)."""
+    old = sys.argv
+    sys.argv = [main.__module__] + [str(a) for a in argv]
+    try:
+        return main()
+    finally:
+        sys.argv = old
+
+
+def write_text_sample(dest: Path, chars: dict) -> None:
+    for split, n in chars.items():
+        with gzip.open(SAMPLE / f"{split}.txt.gz", "rt") as f:
+            (dest / f"{split}.txt").write_text(f.read(n))
+
+
+@pytest.fixture(scope="session")
+def lm_data(tmp_path_factory):
+    """A small binarised LM corpus cut from the bundled sample (real text)."""
+    from fairseq_cli import preprocess
+
+    root = tmp_path_factory.mktemp("lm")
+    write_text_sample(root, {"train": 120_000, "valid": 20_000, "test": 20_000})
+    run_cli(
+        preprocess.cli_main,
+        ["--only-source", "--trainpref", root / "train.txt", "--validpref", root / "valid.txt",
+         "--testpref", root / "test.txt", "--destdir", root / "bin", "--workers", "1"],
+    )
+    return root / "bin"
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))

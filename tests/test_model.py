@@ -1,0 +1,139 @@
+"""The registered model and task: parameter counts, build-time errors, cutoff derivation, decoding."""
+
+import shutil
+
+import pytest
+import torch
+from fairseq import options, tasks
+from fairseq.data import Dictionary
+
+from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
+from fairseq_adaptive.tasks.adaptive_language_modeling import band_fractions, derive_cutoffs
+
+from .conftest import USER_DIR
+
+# Table 3 of Baevski & Auli 2019, WikiText-103 (267,744-entry dictionary): millions of parameters.
+TABLE3 = {
+    "adaptive_lm_wiki103_sm": 476.8,
+    "adaptive_lm_wiki103_sm_t": 339.7,
+    "adaptive_lm_wiki103_asm": 263.1,
+    "adaptive_lm_wiki103_adp": 291.3,
+    "adaptive_lm_wiki103_adp_t": 246.9,
+}
+
+
+@pytest.mark.parametrize("arch,paper", sorted(TABLE3.items()))
+def test_table3_parameter_counts(arch, paper):
+    n = count_parameters(build_on_meta(arch, 267744))
+    assert abs(n / 1e6 - paper) < 0.1, f"{arch}: {n / 1e6:.2f}M vs the paper's {paper}M"
+
+
+def test_adp_t_closed_form():
+    """ADP-T = 16 pre-norm blocks + adaptive input + the head's cluster logits (everything else shared)."""
+    d, ffn, layers, V = 1024, 4096, 16, 267744
+    block = 4 * (d * d + d) + (d * ffn + ffn) + (ffn * d + d) + 2 * 2 * d
+    bands = [(20000, 1024), (40000, 256), (V - 60000, 64)]
+    adaptive_input = sum(n * w + w * d for n, w in bands)
+    assert count_parameters(build_on_meta("adaptive_lm_wiki103_adp_t", V)) == layers * block + adaptive_input + 2 * d
+
+
+def parse(data, arch, *extra):
+    parser = options.get_training_parser()
+    return options.parse_args_and_arch(
+        parser,
+        [str(data), "--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arch", arch, "--cpu", *extra],
+    )
+
+
+def build(data, arch="adaptive_lm_tiny", *extra):
+    args = parse(data, arch, *extra)
+    task = tasks.setup_task(args)
+    return task.build_model(args), args
+
+
+def test_auto_cutoffs_follow_coverage(lm_data):
+    model, args = build(lm_data, "adaptive_lm_tiny", "--cutoff-coverage", "0.8,0.95")
+    d = Dictionary.load(str(lm_data / "dict.txt"))
+    cut = derive_cutoffs(d, [0.8, 0.95])
+    assert model.decoder.embed_tokens.cutoff[:-1] == cut
+    assert model.decoder.adaptive_softmax.cutoff[:-1] == cut
+    assert all(c % 8 == 0 for c in cut)
+    fractions = band_fractions(d, cut)
+    assert fractions[0] >= 0.8 and fractions[0] + fractions[1] >= 0.95
+    # the boundary is the smallest multiple of 8 reaching the target: 8 entries fewer falls short
+    assert band_fractions(d, [cut[0] - 8])[0] < 0.8
+    assert args.adaptive_input_cutoff == ",".join(map(str, cut))  # stored numerically in the checkpoint config
+
+
+BAD_INPUTS = [
+    (["--adaptive-input-cutoff", "300,100", "--adaptive-softmax-cutoff", "300,100"], "strictly increasing"),
+    (["--adaptive-input-cutoff", "100,999999", "--adaptive-softmax-cutoff", "100,999999"], "dictionary size"),
+    (["--adaptive-input-cutoff", "100,300", "--adaptive-softmax-cutoff", "100,400"], "equal to --adaptive-input-cutoff"),
+    (["--adaptive-input-factor", "4"], "--adaptive-softmax-factor .* equal to --adaptive-input-factor"),
+    (["--adaptive-input-cutoff", "100,x", "--adaptive-softmax-cutoff", "100,x"], "not a comma-separated list"),
+    (["--cutoff-coverage", "0.9,0.5"], "increasing fractions"),
+    (["--cutoff-coverage", "0.99999999"], "no band boundary below the dictionary size"),
+    (["--decoder-output-dim", "16"], "--decoder-output-dim .* must equal --decoder-embed-dim"),
+]
+
+
+@pytest.mark.parametrize("extra,message", BAD_INPUTS)
+def test_bad_flags_fail_at_build_with_the_flag_named(lm_data, extra, message):
+    with pytest.raises(ValueError, match=message):
+        build(lm_data, "adaptive_lm_tiny", *extra)
+
+
+def test_tie_proj_without_tied_weights(lm_data):
+    with pytest.raises(ValueError, match="--tie-adaptive-proj needs --tie-adaptive-weights"):
+        args = parse(lm_data, "adaptive_lm_tiny")
+        args.tie_adaptive_weights = False
+        tasks.setup_task(args).build_model(args)
+
+
+def test_unsorted_dictionary_is_refused_and_left_untouched(lm_data, tmp_path):
+    data = tmp_path / "bin"
+    shutil.copytree(lm_data, data)
+    lines = (data / "dict.txt").read_text().splitlines()
+    lines[0], lines[5] = lines[5], lines[0]  # a rarer word before a frequent one
+    (data / "dict.txt").write_text("\n".join(lines) + "\n")
+    before = (data / "dict.txt").read_bytes()
+    with pytest.raises(ValueError, match="not sorted by frequency"):
+        build(data)
+    assert (data / "dict.txt").read_bytes() == before
+
+
+def test_adaptive_input_without_cutoff_outside_our_task():
+    d = dictionary_of_size(500)
+    with pytest.raises(ValueError, match="auto needs the dictionary's counts"):
+        from types import SimpleNamespace
+
+        from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
+
+        args = options.parse_args_and_arch(
+            options.get_training_parser(), ["/x", "--task", "language_modeling", "--arch", "adaptive_lm_tiny"]
+        )
+        AdaptiveLanguageModel.build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+
+
+def test_incremental_decoding_equals_full_decoding(lm_data):
+    torch.manual_seed(0)
+    model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0")
+    model.eval()
+    tokens = torch.randint(4, len(model.decoder.dictionary), (2, 7))
+    full = model.get_normalized_probs(model(tokens), log_probs=True)
+    state = {}
+    steps = []
+    for t in range(tokens.size(1)):
+        out = model.decoder(tokens[:, : t + 1], incremental_state=state)
+        steps.append(model.get_normalized_probs(out, log_probs=True))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(full.exp().sum(-1), torch.ones(2, 7), atol=1e-5, rtol=1e-5)
+
+
+def test_batch_size_invariance(lm_data):
+    model, _ = build(lm_data, "adaptive_lm_tiny")
+    model.eval()
+    tokens = torch.randint(4, len(model.decoder.dictionary), (3, 6))
+    together = model.get_normalized_probs(model(tokens), log_probs=True)
+    alone = model.get_normalized_probs(model(tokens[1:2]), log_probs=True)
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
