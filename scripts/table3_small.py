@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""A small Table 3 of Baevski & Auli 2019 on a real corpus at equal training budget: SM-T, ASM, ADP and ADP-T at
+reduced width, each trained for the same wall-clock minutes, then scored by fairseq-eval-lm on valid and test.
+
+The body is shrunk (4 blocks, d=256, FFN 1024, 4 heads); every output/input layer keeps the paper's ratios to the
+width (SM-T: embeddings of d/2; ASM: input embeddings of d/16; bands shrink by 4). Prints a markdown table and
+writes WORK/table3.json.
+
+  python scripts/table3_small.py --data ../shared/data/lm --minutes 4 --cutoff 5000,20000
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = ["--decoder-layers", "4", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
+        "--decoder-attention-heads", "4", "--dropout", "0.1", "--attention-dropout", "0.1",
+        "--activation-dropout", "0.1"]
+
+
+def rows(cutoff):
+    band = ["--adaptive-input-cutoff", cutoff, "--adaptive-softmax-cutoff", cutoff]
+    return {
+        "SM-T": ("adaptive_lm_wiki103_sm_t", ["--decoder-input-dim", "128", "--decoder-output-dim", "128"]),
+        "ASM": ("adaptive_lm_wiki103_asm", ["--decoder-input-dim", "16", "--adaptive-softmax-cutoff", cutoff]),
+        "ADP": ("adaptive_lm_wiki103_adp", band),
+        "ADP-T": ("adaptive_lm_wiki103_adp_t", band),
+    }
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        done = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(map(str, cmd))}\n  see {log}")
+    return Path(log).read_text()
+
+
+def evaluate(bin_dir, checkpoint, subset, log, tokens_per_sample):
+    out = run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", "--path", checkpoint,
+               "--gen-subset", subset, "--tokens-per-sample", tokens_per_sample,
+               "--context-window", tokens_per_sample * 3 // 4, "--max-tokens", 8192], log)
+    return float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lm"))
+    parser.add_argument("--work", default=str(ROOT / "work_dirs" / "table3"))
+    parser.add_argument("--minutes", type=float, default=4.0)
+    parser.add_argument("--cutoff", default="5000,20000")
+    parser.add_argument("--rows", default="SM-T,ASM,ADP,ADP-T")
+    parser.add_argument("--tokens-per-sample", type=int, default=256)
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    bin_dir = work / "bin"
+    if not (bin_dir / "dict.txt").exists():
+        run(["bash", ROOT / "scripts" / "prepare_lm.sh", args.data, bin_dir], work / "preprocess.log")
+    results = []
+    for name in args.rows.split(","):
+        arch, extra = rows(args.cutoff)[name]
+        save = work / name
+        log = work / f"{name}.train.log"
+        out = run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
+                   "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
+                   *BODY, *extra, "--optimizer", "adam", "--lr", "0.002", "--lr-scheduler", "inverse_sqrt",
+                   "--warmup-updates", "200", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
+                   "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
+                   "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
+                   "--seed", 1], log)
+        params = int(re.search(r"num\. shared model params: ([\d,]+)", out).group(1).replace(",", ""))
+        inner = [json.loads(m) for m in re.findall(r"\| train_inner \| (\{.*\})", out)]
+        wps = statistics.mean(float(r["wps"]) for r in inner[1:]) if len(inner) > 1 else float("nan")
+        updates = int(inner[-1]["num_updates"]) if inner else 0
+        ckpt = save / "checkpoint_best.pt"
+        valid = evaluate(bin_dir, ckpt, "valid", work / f"{name}.valid.log", args.tokens_per_sample)
+        test = evaluate(bin_dir, ckpt, "test", work / f"{name}.test.log", args.tokens_per_sample)
+        results.append({"row": name, "arch": arch, "params": params, "updates": updates, "words_per_s": wps,
+                        "valid_ppl": valid, "test_ppl": test})
+        print(f"{name}: {params / 1e6:.2f}M params, {updates} updates, {wps:.0f} words/s, "
+              f"valid {valid:.2f}, test {test:.2f}", flush=True)
+    (work / "table3.json").write_text(json.dumps({"minutes": args.minutes, "cutoff": args.cutoff,
+                                                  "machine": f"{os.cpu_count()} CPU cores", "rows": results}, indent=1))
+    print(f"\n| row | params | updates in {args.minutes:g} min | train words/s | valid ppl | test ppl |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['row']} | {r['params'] / 1e6:.1f}M | {r['updates']} | {r['words_per_s']:,.0f} | "
+              f"{r['valid_ppl']:.1f} | {r['test_ppl']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""fairseq's real entry points with --user-dir on a small real corpus: train -> checkpoint -> resume -> eval-lm,
+bf16 through our entry point, and conversion of a checkpoint trained with fairseq's own adaptive LM."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+from fairseq import options
+from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+from fairseq_cli import eval_lm, train
+
+from fairseq_adaptive import train as adaptive_train
+
+from .conftest import ROOT, USER_DIR, run_cli
+
+TRAIN = ["--user-dir", USER_DIR, "--cpu", "--optimizer", "adam", "--lr", "0.003", "--max-tokens", "1024",
+         "--tokens-per-sample", "64", "--no-progress-bar", "--seed", "1", "--num-workers", "0"]
+OURS = ["--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny", "--criterion", "adaptive_cross_entropy"]
+
+
+def evaluate(data, checkpoint, *extra):
+    parser = options.get_eval_lm_parser()
+    args = options.parse_args_and_arch(
+        parser,
+        [str(data), "--user-dir", USER_DIR, "--path", str(checkpoint), "--cpu", "--gen-subset", "test",
+         "--tokens-per-sample", "64", "--max-tokens", "1024", "--num-workers", "0", *extra],
+    )
+    return eval_lm.main(convert_namespace_to_omegaconf(args))
+
+
+def json_log(path):
+    rows = [line.split("|")[-1].strip() for line in path.read_text().splitlines()]
+    return [json.loads(r) for r in rows if r.startswith('{"')]
+
+
+def test_train_checkpoint_resume_eval(lm_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    log1, log2 = tmp_path / "log1", tmp_path / "log2"
+    common = [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--log-format", "json", "--log-interval", "1"]
+    run_cli(train.cli_main, [*common, "--max-update", "6", "--log-file", log1])
+    first = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert first["optimizer_history"][-1]["num_updates"] == 6
+    run_cli(train.cli_main, [*common, "--max-update", "10", "--log-file", log2])
+    second = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert second["optimizer_history"][-1]["num_updates"] == 10
+    updates = [int(r["num_updates"]) for r in json_log(log2) if "num_updates" in r and "loss_c0" in r]
+    assert updates and min(updates) == 7, "the second run did not resume from update 6"
+    assert all(math.isfinite(float(r["loss"])) for r in json_log(log2) if "loss" in r)
+
+    result = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "32")
+    vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
+    assert math.isfinite(result["perplexity"]) and result["perplexity"] < vocab  # better than uniform
+    no_context = evaluate(lm_data, ckpt / "checkpoint_last.pt")
+    assert no_context["perplexity"] != result["perplexity"]  # the window changes what is scored
+
+
+def test_bf16_through_our_entry_point(lm_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
+    state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
+    w = state["model"]["decoder.embed_tokens.embeddings.0.0.weight"]
+    assert torch.equal(w, w.bfloat16().to(w.dtype))  # saved as fp32, but every value is a bf16 value
+    assert math.isfinite(state["extra_state"]["best"])
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fairseq_adaptive_checkpoint_converts_to_the_same_perplexity(lm_data, tmp_path, tie):
+    """A model trained by fairseq's own transformer_lm with adaptive input/softmax (as transformer_lm_wiki103,
+    at tiny size), converted by our script, evaluates to the same perplexity under adaptive_lm."""
+    ckpt = tmp_path / "fairseq"
+    cut = "200,800"
+    fairseq_model = ["--task", "language_modeling", "--arch", "transformer_lm", "--decoder-layers", "2",
+                     "--decoder-embed-dim", "32", "--decoder-input-dim", "32", "--decoder-output-dim", "32",
+                     "--decoder-ffn-embed-dim", "64", "--decoder-attention-heads", "2",
+                     "--adaptive-input", "--adaptive-input-cutoff", cut, "--adaptive-softmax-cutoff", cut,
+                     "--adaptive-input-factor", "2", "--adaptive-softmax-factor", "2",
+                     "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
+    if tie:
+        fairseq_model += ["--tie-adaptive-weights", "--tie-adaptive-proj"]
+    run_cli(train.cli_main, [lm_data, *TRAIN, *fairseq_model, "--save-dir", ckpt, "--max-update", "5"])
+    theirs = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "16")
+
+    converted = tmp_path / "ours.pt"
+    script = ROOT / "scripts" / "convert_fairseq_checkpoint.py"
+    before = (ckpt / "checkpoint_last.pt").read_bytes()
+    done = subprocess.run([sys.executable, script, ckpt / "checkpoint_last.pt", converted], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (ckpt / "checkpoint_last.pt").read_bytes() == before  # the input is never modified
+    assert torch.load(converted, weights_only=False)["cfg"]["model"]["_name"] == "adaptive_lm"
+    ours = evaluate(lm_data, converted, "--context-window", "16")
+    assert float(ours["perplexity"]) == pytest.approx(float(theirs["perplexity"]), rel=1e-4)
+    assert float(ours["loss"]) == pytest.approx(float(theirs["loss"]), rel=1e-4)
+
+
+def test_converter_refuses_bad_input(tmp_path):
+    script = ROOT / "scripts" / "convert_fairseq_checkpoint.py"
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    done = subprocess.run([sys.executable, script, junk, tmp_path / "out.pt"], capture_output=True, text=True)
+    assert done.returncode != 0 and "cannot read" in done.stderr
+    assert not (tmp_path / "out.pt").exists()
+    same = subprocess.run([sys.executable, script, junk, junk], capture_output=True, text=True)
+    assert same.returncode != 0 and "never overwritten" in same.stderr
