@@ -42,10 +42,10 @@ def run(cmd, log):
     return Path(log).read_text()
 
 
-def evaluate(bin_dir, checkpoint, subset, log, tokens_per_sample):
+def evaluate(bin_dir, checkpoint, subset, log, tokens_per_sample, context_window):
     out = run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", "--path", checkpoint,
                "--gen-subset", subset, "--tokens-per-sample", tokens_per_sample,
-               "--context-window", tokens_per_sample * 3 // 4, "--max-tokens", 8192], log)
+               "--context-window", context_window, "--max-tokens", 8192], log)
     return float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
 
 
@@ -57,6 +57,8 @@ def main():
     parser.add_argument("--cutoff", default="5000,20000")
     parser.add_argument("--rows", default="SM-T,ASM,ADP,ADP-T")
     parser.add_argument("--tokens-per-sample", type=int, default=256)
+    parser.add_argument("--context-window", type=int, default=0,
+                        help="eval-lm context window (0: score independent blocks; a window multiplies CPU time)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -71,7 +73,7 @@ def main():
         out = run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
                    "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
                    *BODY, *extra, "--optimizer", "adam", "--lr", "0.002", "--lr-scheduler", "inverse_sqrt",
-                   "--warmup-updates", "200", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
+                   "--warmup-updates", "50", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
                    "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
                    "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
                    "--seed", 1], log)
@@ -80,8 +82,9 @@ def main():
         wps = statistics.mean(float(r["wps"]) for r in inner[1:]) if len(inner) > 1 else float("nan")
         updates = int(inner[-1]["num_updates"]) if inner else 0
         ckpt = save / "checkpoint_best.pt"
-        valid = evaluate(bin_dir, ckpt, "valid", work / f"{name}.valid.log", args.tokens_per_sample)
-        test = evaluate(bin_dir, ckpt, "test", work / f"{name}.test.log", args.tokens_per_sample)
+        scoring = (bin_dir, ckpt)
+        valid = evaluate(*scoring, "valid", work / f"{name}.valid.log", args.tokens_per_sample, args.context_window)
+        test = evaluate(*scoring, "test", work / f"{name}.test.log", args.tokens_per_sample, args.context_window)
         results.append({"row": name, "arch": arch, "params": params, "updates": updates, "words_per_s": wps,
                         "valid_ppl": valid, "test_ppl": test})
         print(f"{name}: {params / 1e6:.2f}M params, {updates} updates, {wps:.0f} words/s, "

@@ -1,0 +1,47 @@
+"""scripts/plot_curves.py on real training logs."""
+
+import importlib.util
+import subprocess
+import sys
+
+from .conftest import ROOT, USER_DIR
+
+
+def run_subprocess(argv):
+    done = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *map(str, argv)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plot_curves_reads_json_logs_and_draws(lm_data, tmp_path, capsys):
+    logs = []
+    for name, dim in (("small", "16"), ("wider", "32")):
+        log = tmp_path / f"{name}.log"
+        # separate processes: fairseq adds a log-file handler per run and never removes it
+        run_subprocess([lm_data, "--user-dir", USER_DIR, "--cpu", "--task", "adaptive_language_modeling",
+                                 "--arch", "adaptive_lm_tiny", "--decoder-embed-dim", dim,
+                                 "--criterion", "adaptive_cross_entropy", "--optimizer", "adam", "--lr", "0.003",
+                                 "--max-tokens", "1024", "--tokens-per-sample", "64", "--max-update", "6",
+                                 "--validate-interval-updates", "3", "--save-dir", tmp_path / name,
+                                 "--log-format", "json", "--log-interval", "1", "--log-file", log,
+                                 "--num-workers", "0", "--no-progress-bar"])
+        logs.append(log)
+    (tmp_path / "eval.log").write_text("INFO:fairseq_cli.eval_lm:Loss (base 2): 9.1, Perplexity: 548.76\n")
+    plot_curves = load_script("plot_curves")
+    capsys.readouterr()
+    plot_curves.main([str(p) for p in logs] + ["--labels", "small", "wider", "--out", str(tmp_path / "c.png"),
+                                                "--test-logs", str(tmp_path / "eval.log"), str(tmp_path / "eval.log")])
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| small") or line.startswith("| wider")]
+    assert len(rows) == 2 and all("548.76" in r and "| 6 |" in r for r in rows)
+    assert all(float(r.split("|")[6].replace(",", "")) > 0 for r in rows)  # words/s from the interval records
+    small, wider = (r.split("|")[2].strip() for r in rows)
+    assert float(small.rstrip("M")) < float(wider.rstrip("M"))  # parameter counts read from the logs
+    png = (tmp_path / "c.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
