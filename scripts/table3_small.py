@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -43,10 +42,9 @@ def run(cmd, log):
 
 
 def evaluate(bin_dir, checkpoint, subset, log, tokens_per_sample, context_window):
-    out = run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", "--path", checkpoint,
+    run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", "--path", checkpoint,
                "--gen-subset", subset, "--tokens-per-sample", tokens_per_sample,
                "--context-window", context_window, "--max-tokens", 8192], log)
-    return float(re.search(r"Perplexity: ([\d.]+)", out).group(1))
 
 
 def main():
@@ -59,6 +57,7 @@ def main():
     parser.add_argument("--tokens-per-sample", type=int, default=256)
     parser.add_argument("--context-window", type=int, default=0,
                         help="eval-lm context window (0: score independent blocks; a window multiplies CPU time)")
+    parser.add_argument("--summarize-only", action="store_true", help="re-read the logs of an earlier run")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -69,26 +68,31 @@ def main():
     for name in args.rows.split(","):
         arch, extra = rows(args.cutoff)[name]
         save = work / name
-        log = work / f"{name}.train.log"
-        out = run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
-                   "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
-                   *BODY, *extra, "--optimizer", "adam", "--lr", "0.002", "--lr-scheduler", "inverse_sqrt",
-                   "--warmup-updates", "50", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
-                   "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
-                   "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
-                   "--seed", 1], log)
-        params = int(re.search(r"num\. shared model params: ([\d,]+)", out).group(1).replace(",", ""))
-        inner = [json.loads(m) for m in re.findall(r"\| train_inner \| (\{.*\})", out)]
-        wps = statistics.mean(float(r["wps"]) for r in inner[1:]) if len(inner) > 1 else float("nan")
-        updates = int(inner[-1]["num_updates"]) if inner else 0
-        ckpt = save / "checkpoint_best.pt"
-        scoring = (bin_dir, ckpt)
-        valid = evaluate(*scoring, "valid", work / f"{name}.valid.log", args.tokens_per_sample, args.context_window)
-        test = evaluate(*scoring, "test", work / f"{name}.test.log", args.tokens_per_sample, args.context_window)
-        results.append({"row": name, "arch": arch, "params": params, "updates": updates, "words_per_s": wps,
-                        "valid_ppl": valid, "test_ppl": test})
-        print(f"{name}: {params / 1e6:.2f}M params, {updates} updates, {wps:.0f} words/s, "
-              f"valid {valid:.2f}, test {test:.2f}", flush=True)
+        logs = {split: work / f"{name}.{split}.log" for split in ("train", "valid", "test")}
+        if not args.summarize_only:
+            run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
+                 "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
+                 *BODY, *extra, "--optimizer", "adam", "--lr", "0.002", "--lr-scheduler", "inverse_sqrt",
+                 "--warmup-updates", "50", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
+                 "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
+                 "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
+                 "--seed", 1], logs["train"])
+            for split in ("valid", "test"):
+                evaluate(bin_dir, save / "checkpoint_best.pt", split, logs[split], args.tokens_per_sample,
+                         args.context_window)
+        out = logs["train"].read_text()
+        summary = json.loads(re.findall(r"\| train \| (\{.*\})", out)[-1])  # the run's own epoch summary
+        results.append({
+            "row": name, "arch": arch,
+            "params": int(re.search(r"num\. shared model params: ([\d,]+)", out).group(1).replace(",", "")),
+            "updates": int(summary["train_num_updates"]),
+            "words_per_s": float(summary["train_wps"]),
+            "valid_ppl": float(re.findall(r"Perplexity: ([\d.]+)", logs["valid"].read_text())[-1]),
+            "test_ppl": float(re.findall(r"Perplexity: ([\d.]+)", logs["test"].read_text())[-1]),
+        })
+        r = results[-1]
+        print(f"{name}: {r['params'] / 1e6:.2f}M params, {r['updates']} updates, {r['words_per_s']:.0f} words/s, "
+              f"valid {r['valid_ppl']:.2f}, test {r['test_ppl']:.2f}", flush=True)
     (work / "table3.json").write_text(json.dumps({"minutes": args.minutes, "cutoff": args.cutoff,
                                                   "machine": f"{os.cpu_count()} CPU cores", "rows": results}, indent=1))
     print(f"\n| row | params | updates in {args.minutes:g} min | train words/s | valid ppl | test ppl |")

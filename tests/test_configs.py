@@ -27,7 +27,8 @@ PAPER_CONFIGS = {
 def compose_config(name):
     GlobalHydra.instance().clear()
     hydra_init(name)
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
+    # version_base 1.1, as fairseq: a newer base turns hydra.experimental (used by fairseq) into errors
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.1"):
         cfg = compose(config_name=name, overrides=["task.data=/nonexistent"])
     add_defaults(cfg)
     return cfg

@@ -137,3 +137,37 @@ def test_batch_size_invariance(lm_data):
     together = model.get_normalized_probs(model(tokens), log_probs=True)
     alone = model.get_normalized_probs(model(tokens[1:2]), log_probs=True)
     torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_chunked_softmax_flag_gives_the_same_loss(lm_data):
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import output_layer_loss
+
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 400, (2, 12))
+    losses = []
+    for chunk in ("0", "64"):
+        model, args = build(lm_data, "adaptive_lm_tiny", "--adaptive-softmax-chunk", chunk)
+        assert model.decoder.adaptive_softmax.chunk_size == int(chunk)
+        if losses:
+            model.load_state_dict(state)
+        state = model.state_dict()
+        out = model(tokens)
+        losses.append(output_layer_loss(model, out, tokens.roll(-1, 1), padding_idx=1)[0])
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_scoring_path_gathers_the_same_target_log_probs(lm_data):
+    """fairseq's scorers call get_normalized_probs(sample=...) and gather the target: the stride-0 target-only
+    result must give what gathering the full distribution gives."""
+    model, _ = build(lm_data, "adaptive_lm_tiny")
+    model.eval()
+    tokens = torch.randint(4, len(model.decoder.dictionary), (3, 10))
+    target = tokens.roll(-1, 1)
+    out = model(tokens)
+    full = model.get_normalized_probs(out, log_probs=True)
+    scored = model.get_normalized_probs(out, log_probs=True, sample={"target": target})
+    assert scored.shape == full.shape and scored.stride(-1) == 0  # no vocabulary-wide storage
+    expected = full.gather(2, target.unsqueeze(-1))
+    torch.testing.assert_close(scored.gather(2, target.unsqueeze(-1)), expected, atol=1e-5, rtol=1e-5)
+    probs = model.get_normalized_probs(out, log_probs=False, sample={"target": target})
+    torch.testing.assert_close(probs.gather(2, target.unsqueeze(-1)), expected.exp(), atol=1e-6, rtol=1e-5)

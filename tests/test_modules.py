@@ -194,3 +194,55 @@ def test_same_outputs_as_fairseq_modules(tied, tie_proj, initial_dim):
     ref_loss = sum(F.cross_entropy(o, t, reduction="sum") for o, t in zip(logits, new_target) if o is not None)
     torch.testing.assert_close(sm(feats, target), ref_loss)
 
+
+
+# ------------------------------------------------------------------------------------------------ chunked scoring
+from fairseq_adaptive.modules.chunked_cross_entropy import chunked_target_log_prob  # noqa: E402
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_chunked_target_log_prob_equals_materialised(chunk):
+    torch.manual_seed(0)
+    x = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 50, (13,))
+    g = torch.randn(13, dtype=torch.float64)
+    ref = torch.log_softmax(x @ w.t(), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+    ref_grads = torch.autograd.grad((ref * g).sum(), (x, w))
+    got = chunked_target_log_prob(x, w, t, chunk)
+    got_grads = torch.autograd.grad((got * g).sum(), (x, w))
+    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_target_log_prob_in_bf16_and_empty():
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 16), torch.randn(300, 16)
+    t = torch.randint(0, 300, (64,))
+    ref = torch.log_softmax(x @ w.t(), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+    got = chunked_target_log_prob(x.bfloat16(), w.bfloat16(), t, 32)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.1)
+    w.requires_grad_(True)
+    empty = chunked_target_log_prob(x[:0], w, t[:0], 32)
+    empty.sum().backward()
+    assert empty.shape == (0,) and w.grad is not None and torch.count_nonzero(w.grad) == 0
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_chunked_adaptive_softmax_equals_materialised(tied):
+    _, sm = build(tied=tied, tie_proj=tied)
+    x = torch.randn(3, 9, 16, requires_grad=True)
+    target = tokens_with_every_band()
+    target[2, 4:] = PAD
+    ref, ref_cl, ref_n = sm.loss(x, target, ignore_index=PAD)
+    ref_grads = torch.autograd.grad(ref, [x] + list(sm.parameters()))
+    sm.chunk_size = 7
+    got, got_cl, got_n = sm.loss(x, target, ignore_index=PAD)
+    got_grads = torch.autograd.grad(got, [x] + list(sm.parameters()))
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(got_cl, ref_cl)
+    assert torch.equal(got_n, ref_n)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

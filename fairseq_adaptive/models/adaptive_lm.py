@@ -52,6 +52,13 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig):
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "decoder output dimension (the softmax input width)"}
     )
+    adaptive_softmax_chunk: int = field(
+        default=0,
+        metadata={
+            "help": "score the adaptive softmax's targets in chunks of this many classes, recomputing logits in "
+            "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
+        },
+    )
 
 
 def resolve_dims(args) -> None:
@@ -113,6 +120,18 @@ def validate_lm_config(args, vocab_size: int) -> None:
 class AdaptiveLMDecoder(TransformerDecoder):
     """fairseq's Transformer decoder whose adaptive softmax is ours (fp32 loss, DDP-safe, target-only scoring)."""
 
+    def get_normalized_probs(self, net_output, log_probs, sample=None):
+        """With a ``sample`` holding targets (fairseq's scorers: eval-lm, --score-reference), only the targets'
+        entries are meaningful, as in fairseq's adaptive softmax; we compute those alone (no vocabulary-wide
+        matrix) and return them as a stride-0 ``B x T x V`` view, which the scorers' ``gather`` reads."""
+        adaptive_softmax = getattr(self, "adaptive_softmax", None)
+        target = None if sample is None else sample.get("target")
+        if adaptive_softmax is None or target is None:
+            return super().get_normalized_probs(net_output, log_probs, sample)
+        scores = adaptive_softmax.target_log_prob(net_output[0], target)
+        scores = scores if log_probs else scores.exp()
+        return scores.unsqueeze(-1).expand(*scores.shape, adaptive_softmax.vocab_size)
+
     def build_output_projection(self, cfg, dictionary, embed_tokens):
         cutoff = parse_cutoff(cfg.adaptive_softmax_cutoff, "--adaptive-softmax-cutoff")
         if cutoff is None:
@@ -126,6 +145,8 @@ class AdaptiveLMDecoder(TransformerDecoder):
             factor=cfg.adaptive_softmax_factor,
             adaptive_input=embed_tokens if tied else None,
             tie_proj=cfg.tie_adaptive_proj,
+            # fairseq's TransformerConfig drops fields it does not know: read ours from the original args
+            chunk_size=safe_getattr(self.args, "adaptive_softmax_chunk", 0) or 0,
         )
 
 

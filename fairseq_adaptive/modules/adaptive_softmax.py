@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
+from .chunked_cross_entropy import chunked_target_log_prob
 
 
 class TailCluster(nn.Module):
@@ -58,8 +59,12 @@ class AdaptiveSoftmax(nn.Module):
         factor: float = 4.0,
         adaptive_input: Optional[AdaptiveInput] = None,
         tie_proj: bool = False,
+        chunk_size: int = 0,
     ):
         super().__init__()
+        # > 0: score targets chunk by chunk of classes, never holding a full logit matrix (see
+        # chunked_cross_entropy); 0: materialise each cluster's logits (fastest when memory allows).
+        self.chunk_size = chunk_size
         self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
         self.vocab_size = vocab_size
         self.input_dim = input_dim
@@ -185,12 +190,20 @@ class AdaptiveSoftmax(nn.Module):
         target = target.reshape(-1)
         cluster = self.cluster_of(target)
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
-        score = head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
+        chunked = self.chunk_size > 0 and acc == torch.float32
+        if chunked and self.head_proj is None:
+            head_weight = torch.cat([self.head_words, self.head_clusters], dim=0)
+            score = chunked_target_log_prob(x, head_weight, head_target, self.chunk_size)
+        else:
+            head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
+            score = head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
         for i, tail in enumerate(self.tail):
             rows = (cluster == i + 1).nonzero().squeeze(1)
-            logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1)
-            local = (target.index_select(0, rows) - self.cutoff[i]).unsqueeze(1)
-            score = score.index_add(0, rows, logp.gather(1, local).squeeze(1))
+            local = target.index_select(0, rows) - self.cutoff[i]
+            if chunked:
+                logp = chunked_target_log_prob(tail.hidden(x.index_select(0, rows)), tail.words, local, self.chunk_size)
+            else:
+                logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1).gather(1, local.unsqueeze(1))
+            score = score.index_add(0, rows, logp.reshape(-1))
         return score.view(lead)
 
