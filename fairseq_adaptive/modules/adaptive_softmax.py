@@ -22,6 +22,11 @@ from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
 from .chunked_cross_entropy import chunked_target_log_prob
 
 
+def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    # skip the kernel entirely at p=0 (F.dropout would still draw a mask in training mode)
+    return F.dropout(x, p, training) if p > 0 and training else x
+
+
 class TailCluster(nn.Module):
     """One tail cluster: ``x (N x d) -> dropout(P x) (N x d_i) -> logits over the cluster's words (N x |band|)``.
 
@@ -33,11 +38,11 @@ class TailCluster(nn.Module):
         self.proj = proj
         self.proj_transposed = proj_transposed
         self.words = words
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
 
     def hidden(self, x: Tensor) -> Tensor:
         proj = self.proj.t() if self.proj_transposed else self.proj
-        return self.dropout(F.linear(x, proj))
+        return _dropout(F.linear(x, proj), self.dropout, self.training)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(self.hidden(x), self.words)
@@ -69,7 +74,7 @@ class AdaptiveSoftmax(nn.Module):
         self.vocab_size = vocab_size
         self.input_dim = input_dim
         self.n_clusters = len(self.cutoff) - 1
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = dropout
         if adaptive_input is not None and adaptive_input.cutoff != self.cutoff:
             raise ValueError(
                 f"tied adaptive softmax cutoffs {self.cutoff[:-1]} differ from the adaptive input's "
@@ -141,7 +146,7 @@ class AdaptiveSoftmax(nn.Module):
         """
         target = target.reshape(-1)
         keep = target != ignore_index
-        nll = -self.target_log_prob(self.dropout(input), target).masked_fill(~keep, 0.0)
+        nll = -self.target_log_prob(_dropout(input, self.dropout, self.training), target).masked_fill(~keep, 0.0)
         cluster = self.cluster_of(target)
         per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll.detach())
         counts = torch.zeros(self.n_clusters + 1, dtype=torch.long, device=target.device)

@@ -1,0 +1,126 @@
+#!/usr/bin/env python
+"""Output layer + loss, forward and backward: ours beside fairseq's built-in adaptive softmax (+ adaptive_loss),
+torch.nn.AdaptiveLogSoftmaxWithLoss and a full softmax, tied to an adaptive input where the implementation allows.
+Median of --repeat timed runs after --warmup; on CUDA also the peak memory above what the inputs and weights hold.
+
+  python benchmarks/output_layer.py                     # CPU defaults: V=50,000, d=256, cutoffs 5000,20000
+  python benchmarks/output_layer.py --device cuda --vocab 267744 --dim 1024 --cutoff 20000,60000 --tokens 8192
+
+Prints a markdown table and writes --json (default benchmarks/results/output_layer.json).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from fairseq.modules import AdaptiveInput as FairseqAdaptiveInput
+from fairseq.modules import AdaptiveSoftmax as FairseqAdaptiveSoftmax
+
+from fairseq_adaptive.modules import AdaptiveInput, AdaptiveSoftmax
+
+
+def zipf_targets(n: int, vocab: int, device) -> torch.Tensor:
+    """Targets with a Zipfian (1/rank) frequency profile, like a frequency-sorted word vocabulary."""
+    weights = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)
+    return torch.multinomial(weights, n, replacement=True).to(device)
+
+
+def fairseq_adaptive_loss(sm, x, target):
+    logits, targets = sm(x, target)
+    return sum(F.cross_entropy(o, t, reduction="sum") for o, t in zip(logits, targets) if o is not None)
+
+
+def build(args, dtype, device):
+    cut = [int(c) for c in args.cutoff.split(",")]
+    impls = {}
+    ours_in = AdaptiveInput(args.vocab, 1, args.dim, 4.0, args.dim, cut).to(device, dtype)
+    ours = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True).to(device, dtype)
+    impls["ours (tied)"] = (ours, lambda x, t: ours(x, t))
+    chunked = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True, chunk_size=args.chunk)
+    chunked = chunked.to(device, dtype)
+    chunked.load_state_dict(ours.state_dict())
+    impls[f"ours, chunked {args.chunk} (tied)"] = (chunked, lambda x, t: chunked(x, t))
+    fs_in = FairseqAdaptiveInput(args.vocab, 1, args.dim, 4.0, args.dim, cut).to(device, dtype)
+    fs = FairseqAdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, fs_in, tie_proj=True).to(device, dtype)
+    impls["fairseq AdaptiveSoftmax (tied) + adaptive loss"] = (fs, lambda x, t: fairseq_adaptive_loss(fs, x, t))
+    th = torch.nn.AdaptiveLogSoftmaxWithLoss(args.dim, args.vocab, cut, div_value=4.0).to(device, dtype)
+    impls["torch.nn.AdaptiveLogSoftmaxWithLoss"] = (th, lambda x, t: th(x, t).loss * t.numel())
+    if not args.skip_full:
+        full = torch.nn.Linear(args.dim, args.vocab, bias=False).to(device, dtype)
+        impls["full softmax cross-entropy"] = (full, lambda x, t: F.cross_entropy(full(x).float(), t, reduction="sum"))
+    return impls
+
+
+def measure(fn, module, x, target, args, device):
+    def step():
+        module.zero_grad(set_to_none=True)
+        x.grad = None
+        loss = fn(x, target)
+        loss.backward()
+        return loss
+
+    for _ in range(args.warmup):
+        step()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    for _ in range(args.repeat):
+        sync()
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    extra = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else None
+    return statistics.median(times) * 1000, extra, float(loss.detach())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--vocab", type=int, default=50000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--cutoff", default="5000,20000")
+    parser.add_argument("--tokens", default="1024,4096", help="comma-separated token counts")
+    parser.add_argument("--dtypes", help="comma-separated, of fp32,bf16,fp16 (default: fp32 on CPU, fp32,bf16 on CUDA)")
+    parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--skip-full", action="store_true", help="leave out the full softmax (slow on CPU)")
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "output_layer.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    args.dtypes = args.dtypes or ("fp32,bf16" if device.type == "cuda" else "fp32")
+    torch.manual_seed(0)
+    rows = []
+    for dtype_name in args.dtypes.split(","):
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+        impls = build(args, dtype, device)
+        for n in (int(t) for t in args.tokens.split(",")):
+            x = torch.randn(n, args.dim, device=device, dtype=dtype, requires_grad=True)
+            target = zipf_targets(n, args.vocab, device)
+            for name, (module, fn) in impls.items():
+                ms, extra, loss = measure(fn, module, x, target, args, device)
+                print(f"  {name}, {dtype_name}, {n} tokens: {ms:.1f} ms", file=sys.stderr, flush=True)
+                rows.append({"impl": name, "dtype": dtype_name, "tokens": n, "ms": ms, "extra_peak_mib": extra,
+                             "loss_per_token": loss / n})
+    print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}),"
+          f" torch {torch.__version__}, V={args.vocab}, d={args.dim}, cutoffs {args.cutoff}, median of {args.repeat}")
+    print("| implementation | dtype | tokens | fwd+bwd ms | extra peak MiB | loss/token |\n|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        mem = f"{r['extra_peak_mib']:,.0f}" if r["extra_peak_mib"] is not None else "n/a"
+        print(f"| {r['impl']} | {r['dtype']} | {r['tokens']} | {r['ms']:.2f} | {mem} | {r['loss_per_token']:.3f} |")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

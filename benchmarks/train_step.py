@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""A whole training step (forward, loss, backward) of our tied adaptive LM beside fairseq's built-in one
+(``transformer_lm`` with ``--adaptive-input --tie-adaptive-weights --tie-adaptive-proj`` and ``adaptive_loss``, i.e.
+``transformer_lm_wiki103``), built in the same process on the same random batch of Zipf-distributed tokens.
+
+  python benchmarks/train_step.py                                   # CPU defaults: 2 blocks, d=256, V=50,000
+  python benchmarks/train_step.py --device cuda --dtype bf16 --layers 16 --dim 1024 --ffn 4096 --heads 8 \
+      --vocab 267744 --cutoff 20000,60000 --tokens-per-sample 512 --max-tokens 8192
+
+Prints words/s (target tokens per second) and, on CUDA, peak memory; writes --json.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from fairseq import options
+from fairseq.criterions.adaptive_loss import AdaptiveLoss
+from fairseq.models import ARCH_MODEL_REGISTRY
+
+from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
+from fairseq_adaptive.models.counting import dictionary_of_size
+
+from output_layer import zipf_targets  # noqa: E402  (same folder)
+
+
+def build(arch, args, d):
+    flags = ["/x", "--task", "language_modeling", "--arch", arch, "--decoder-layers", str(args.layers),
+             "--decoder-embed-dim", str(args.dim), "--decoder-input-dim", str(args.dim),
+             "--decoder-output-dim", str(args.dim), "--decoder-ffn-embed-dim", str(args.ffn),
+             "--decoder-attention-heads", str(args.heads), "--adaptive-input", "--adaptive-input-cutoff", args.cutoff,
+             "--adaptive-softmax-cutoff", args.cutoff, "--adaptive-input-factor", "4", "--adaptive-softmax-factor",
+             "4", "--dropout", "0.1",
+             "--tokens-per-sample", str(args.tokens_per_sample)]
+    parsed = options.parse_args_and_arch(options.get_training_parser(), flags)
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    return ARCH_MODEL_REGISTRY[arch].build_model(parsed, task), task
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--ffn", type=int, default=1024)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=50000)
+    parser.add_argument("--cutoff", default="5000,20000")
+    parser.add_argument("--tokens-per-sample", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    d = dictionary_of_size(args.vocab)
+    bsz = args.max_tokens // args.tokens_per_sample
+    torch.manual_seed(0)
+    tokens = zipf_targets(bsz * (args.tokens_per_sample + 1), args.vocab - 4, device).view(bsz, -1) + 4
+    sample = {"net_input": {"src_tokens": tokens[:, :-1].contiguous(), "src_lengths": None},
+              "target": tokens[:, 1:].contiguous(),
+              "ntokens": tokens[:, 1:].numel()}
+    rows = []
+    for name, arch, crit_cls in (("fairseq transformer_lm_wiki103 + adaptive_loss", "transformer_lm_wiki103",
+                                  AdaptiveLoss),
+                                 ("ours: adaptive_lm_wiki103 + adaptive_cross_entropy", "adaptive_lm_wiki103",
+                                  AdaptiveCrossEntropyCriterion)):
+        model, task = build(arch, args, d)
+        model = model.to(device, dtype).train()
+        criterion = crit_cls(task, sentence_avg=False)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            loss, _, log = criterion(model, sample)
+            loss.backward()
+            return loss
+
+        for _ in range(args.warmup):
+            step()
+        sync()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        times, losses = [], []
+        for _ in range(args.repeat):
+            sync()
+            t0 = time.perf_counter()
+            losses.append(float(step().detach()))
+            sync()
+            times.append(time.perf_counter() - t0)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
+        ms = statistics.median(times) * 1000
+        rows.append({"impl": name, "ms": ms, "words_per_s": sample["ntokens"] / ms * 1000, "peak_gib": peak,
+                     "loss_finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses))})
+        del model
+    print(f"device {device}, {args.dtype}, {args.layers} blocks, d={args.dim}, V={args.vocab}, cutoffs {args.cutoff}, "
+          f"{sample['ntokens']} tokens/step, torch {torch.__version__}, median of {args.repeat}")
+    print("| implementation | step ms | words/s | peak GiB | finite loss |\n|---|---:|---:|---:|---|")
+    for r in rows:
+        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "n/a"
+        print(f"| {r['impl']} | {r['ms']:.1f} | {r['words_per_s']:,.0f} | {peak} | {r['loss_finite']} |")
+    print(f"ratio ours / fairseq: {rows[1]['words_per_s'] / rows[0]['words_per_s']:.2f}x")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
