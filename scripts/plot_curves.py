@@ -60,15 +60,19 @@ def test_ppl(path: Optional[Path]) -> Optional[float]:
 
 
 def summary(run: Dict[str, object], test: Optional[float]) -> dict:
-    inner, valid = run["train_inner"], run["valid"]
-    wps = [float(r["wps"]) for r in inner[1:] if "wps" in r] or [float(r["wps"]) for r in inner if "wps" in r]
-    last = (inner or valid)[-1]
+    inner, valid, epochs = run["train_inner"], run["valid"], run["train"]
+    updates = [float(r["num_updates"]) for r in inner + valid + epochs if "num_updates" in r]
+    if epochs and "wps" in epochs[-1]:  # the epoch summary averages over the whole run
+        wps = float(epochs[-1]["wps"])
+    else:
+        speeds = [float(r["wps"]) for r in inner[1:] if "wps" in r]
+        wps = statistics.mean(speeds) if speeds else float("nan")
     return {
         "params": run["params"],
-        "updates": int(float(last.get("num_updates", 0))),
+        "updates": int(max(updates, default=0)),
         "best_valid_ppl": min((float(r["ppl"]) for r in valid), default=float("nan")),
         "test_ppl": test,
-        "words_per_s": statistics.mean(wps) if wps else float("nan"),
+        "words_per_s": wps,
     }
 
 
