@@ -171,3 +171,26 @@ def test_scoring_path_gathers_the_same_target_log_probs(lm_data):
     torch.testing.assert_close(scored.gather(2, target.unsqueeze(-1)), expected, atol=1e-5, rtol=1e-5)
     probs = model.get_normalized_probs(out, log_probs=False, sample={"target": target})
     torch.testing.assert_close(probs.gather(2, target.unsqueeze(-1)), expected.exp(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_criterion_logs_cluster_stats_after_the_main_metrics(lm_data, quiet):
+    from fairseq import metrics
+
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
+
+    model, args = build(lm_data, "adaptive_lm_tiny")
+    task = tasks.setup_task(args)
+    criterion = AdaptiveCrossEntropyCriterion(task, sentence_avg=False, no_cluster_stats=quiet)
+    tokens = torch.randint(4, len(task.dictionary), (2, 16))
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}, "target": tokens.roll(-1, 1), "ntokens": 32}
+    loss, _, log = criterion(model, sample)
+    assert any(k.startswith("cluster") for k in log) != quiet
+    with metrics.aggregate(new_root=True) as agg:
+        AdaptiveCrossEntropyCriterion.reduce_metrics([log])
+        keys = list(agg.get_smoothed_values())
+    if quiet:
+        assert not any(k.startswith(("loss_c", "frac_c")) for k in keys)
+    else:
+        assert keys.index("loss") < keys.index("ppl") < keys.index("loss_c0")
+        assert sum(agg.get_smoothed_values()[f"frac_c{i}"] for i in range(3)) == pytest.approx(1.0, abs=2e-3)

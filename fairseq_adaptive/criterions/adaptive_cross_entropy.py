@@ -8,6 +8,7 @@ loss (base 2, per token of that cluster) and the fraction of target tokens, so u
 
 import math
 import re
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,19 @@ def output_layer_loss(model, net_output, target, padding_idx: int):
     return loss, loss.detach().reshape(1), target.ne(padding_idx).sum().reshape(1)
 
 
-@register_criterion("adaptive_cross_entropy", dataclass=CrossEntropyCriterionConfig)
+@dataclass
+class AdaptiveCrossEntropyConfig(CrossEntropyCriterionConfig):
+    no_cluster_stats: bool = field(
+        default=False, metadata={"help": "do not log the per-cluster loss_c{i} / frac_c{i} (shorter progress lines)"}
+    )
+
+
+@register_criterion("adaptive_cross_entropy", dataclass=AdaptiveCrossEntropyConfig)
 class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
+    def __init__(self, task, sentence_avg, no_cluster_stats=False):
+        super().__init__(task, sentence_avg)
+        self.cluster_stats = not no_cluster_stats
+
     def forward(self, model, sample, reduce=True):
         if not reduce:
             raise ValueError("adaptive_cross_entropy returns summed losses only (reduce=True)")
@@ -48,7 +60,7 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
         }
-        if per_cluster.numel() > 1:
+        if self.cluster_stats and per_cluster.numel() > 1:
             for i, (cluster_loss, cluster_tokens) in enumerate(zip(per_cluster, counts)):
                 logging_output[f"cluster{i}_loss"] = cluster_loss
                 logging_output[f"cluster{i}_ntokens"] = cluster_tokens
@@ -64,6 +76,7 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
             loss = sum(log.get(f"cluster{i}_loss", 0) for log in logging_outputs)
             n = float(n.item() if torch.is_tensor(n) else n)
             loss = float(loss.item() if torch.is_tensor(loss) else loss)
+            # priority 500: after loss, ppl, speed, lr and gnorm, so a narrow progress bar cuts these first
             if n > 0:
-                metrics.log_scalar(f"loss_c{i}", loss / n / math.log(2), n, round=3)
-            metrics.log_scalar(f"frac_c{i}", n / max(ntokens, 1), ntokens, round=3)
+                metrics.log_scalar(f"loss_c{i}", loss / n / math.log(2), n, priority=500, round=3)
+            metrics.log_scalar(f"frac_c{i}", n / max(ntokens, 1), ntokens, priority=500, round=3)
