@@ -105,3 +105,13 @@ def test_converter_refuses_bad_input(tmp_path):
     assert not (tmp_path / "out.pt").exists()
     same = subprocess.run([sys.executable, script, junk, junk], capture_output=True, text=True)
     assert same.returncode != 0 and "never overwritten" in same.stderr
+
+
+def test_argparse_era_checkpoints_load_with_weights_only(tmp_path):
+    """fairseq's load_checkpoint_to_cpu calls torch.load with its default weights_only=True (torch >= 2.6); older
+    checkpoints (e.g. fairseq's released adaptive LMs) hold an argparse.Namespace, which the plugin registers."""
+    import argparse
+
+    path = tmp_path / "old.pt"
+    torch.save({"args": argparse.Namespace(arch="transformer_lm_wiki103"), "model": {}}, path)
+    assert torch.load(path)["args"].arch == "transformer_lm_wiki103"
