@@ -200,15 +200,15 @@ class AdaptiveSoftmax(nn.Module):
             head_weight = torch.cat([self.head_words, self.head_clusters], dim=0)
             score = chunked_target_log_prob(x, head_weight, head_target, self.chunk_size)
         else:
-            head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
-            score = head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
+            # cross_entropy's fused backward (softmax - onehot) avoids a second N x C buffer of log_softmax + gather
+            score = -F.cross_entropy(self.head(x).to(acc), head_target, reduction="none")
         for i, tail in enumerate(self.tail):
             rows = (cluster == i + 1).nonzero().squeeze(1)
             local = target.index_select(0, rows) - self.cutoff[i]
             if chunked:
                 logp = chunked_target_log_prob(tail.hidden(x.index_select(0, rows)), tail.words, local, self.chunk_size)
             else:
-                logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1).gather(1, local.unsqueeze(1))
+                logp = -F.cross_entropy(tail(x.index_select(0, rows)).to(acc), local, reduction="none")
             score = score.index_add(0, rows, logp.reshape(-1))
         return score.view(lead)
 
