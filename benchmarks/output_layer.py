@@ -57,30 +57,42 @@ def build(args, dtype, device):
     return impls
 
 
+def time_step(step, device, repeat: int, warmup: int):
+    """Median milliseconds of ``step()`` over ``repeat`` runs after ``warmup``, the peak CUDA memory (MiB) above
+    what was allocated before the timed runs (None on CPU), and the values ``step`` returned."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times, values = [], []
+    for _ in range(repeat):
+        sync()
+        t0 = time.perf_counter()
+        values.append(step())
+        sync()
+        times.append(time.perf_counter() - t0)
+    extra = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else None
+    return statistics.median(times) * 1000, extra, values
+
+
+def write_json(path: str, args, rows) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
+
+
 def measure(fn, module, x, target, args, device):
     def step():
         module.zero_grad(set_to_none=True)
         x.grad = None
         loss = fn(x, target)
         loss.backward()
-        return loss
+        return float(loss.detach())
 
-    for _ in range(args.warmup):
-        step()
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(args.repeat):
-        sync()
-        t0 = time.perf_counter()
-        loss = step()
-        sync()
-        times.append(time.perf_counter() - t0)
-    extra = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda" else None
-    return statistics.median(times) * 1000, extra, float(loss.detach())
+    ms, extra, losses = time_step(step, device, args.repeat, args.warmup)
+    return ms, extra, losses[-1]
 
 
 def main():
@@ -118,8 +130,7 @@ def main():
     for r in rows:
         mem = f"{r['extra_peak_mib']:,.0f}" if r["extra_peak_mib"] is not None else "n/a"
         print(f"| {r['impl']} | {r['dtype']} | {r['tokens']} | {r['ms']:.2f} | {mem} | {r['loss_per_token']:.3f} |")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
+    write_json(args.json, args, rows)
 
 
 if __name__ == "__main__":

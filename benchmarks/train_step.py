@@ -7,13 +7,12 @@
   python benchmarks/train_step.py --device cuda --dtype bf16 --layers 16 --dim 1024 --ffn 4096 --heads 8 \
       --vocab 267744 --cutoff 20000,60000 --tokens-per-sample 512 --max-tokens 8192
 
-Prints words/s (target tokens per second) and, on CUDA, peak memory; writes --json.
+Prints words/s (target tokens per second) and, on CUDA, the peak memory above what the weights and the batch hold
+(activations, gradients, logits); writes --json.
 """
 
 import argparse
-import json
-import statistics
-import time
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +24,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 from fairseq_adaptive.models.counting import dictionary_of_size
 
-from output_layer import zipf_targets  # noqa: E402  (same folder)
+from output_layer import time_step, write_json, zipf_targets  # noqa: E402  (same folder)
 
 
 def build(arch, args, d):
@@ -74,40 +73,26 @@ def main():
         model, task = build(arch, args, d)
         model = model.to(device, dtype).train()
         criterion = crit_cls(task, sentence_avg=False)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
         def step():
             model.zero_grad(set_to_none=True)
-            loss, _, log = criterion(model, sample)
+            loss, _, _ = criterion(model, sample)
             loss.backward()
-            return loss
+            return float(loss.detach())
 
-        for _ in range(args.warmup):
-            step()
-        sync()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        times, losses = [], []
-        for _ in range(args.repeat):
-            sync()
-            t0 = time.perf_counter()
-            losses.append(float(step().detach()))
-            sync()
-            times.append(time.perf_counter() - t0)
-        peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None
-        ms = statistics.median(times) * 1000
-        rows.append({"impl": name, "ms": ms, "words_per_s": sample["ntokens"] / ms * 1000, "peak_gib": peak,
-                     "loss_finite": all(map(lambda v: v == v and abs(v) != float("inf"), losses))})
+        ms, extra, losses = time_step(step, device, args.repeat, args.warmup)
+        rows.append({"impl": name, "ms": ms, "words_per_s": sample["ntokens"] / ms * 1000,
+                     "extra_peak_gib": None if extra is None else extra / 2**10,
+                     "loss_finite": all(math.isfinite(v) for v in losses)})
         del model
     print(f"device {device}, {args.dtype}, {args.layers} blocks, d={args.dim}, V={args.vocab}, cutoffs {args.cutoff}, "
           f"{sample['ntokens']} tokens/step, torch {torch.__version__}, median of {args.repeat}")
-    print("| implementation | step ms | words/s | peak GiB | finite loss |\n|---|---:|---:|---:|---|")
+    print("| implementation | step ms | words/s | extra peak GiB | finite loss |\n|---|---:|---:|---:|---|")
     for r in rows:
-        peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "n/a"
+        peak = f"{r['extra_peak_gib']:.2f}" if r["extra_peak_gib"] is not None else "n/a"
         print(f"| {r['impl']} | {r['ms']:.1f} | {r['words_per_s']:,.0f} | {peak} | {r['loss_finite']} |")
     print(f"ratio ours / fairseq: {rows[1]['words_per_s'] / rows[0]['words_per_s']:.2f}x")
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
+    write_json(args.json, args, rows)
 
 
 if __name__ == "__main__":
