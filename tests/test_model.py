@@ -72,6 +72,7 @@ BAD_INPUTS = [
     (["--adaptive-input-factor", "4"], "--adaptive-softmax-factor .* equal to --adaptive-input-factor"),
     (["--adaptive-input-cutoff", "100,x", "--adaptive-softmax-cutoff", "100,x"], "not a comma-separated list"),
     (["--cutoff-coverage", "0.9,0.5"], "increasing fractions"),
+    (["--cutoff-coverage", "90%"], "not a comma-separated list of fractions"),
     (["--cutoff-coverage", "0.99999999"], "no band boundary below the dictionary size"),
     (["--decoder-output-dim", "16"], "--decoder-output-dim .* must equal --decoder-embed-dim"),
 ]

@@ -45,6 +45,13 @@ def band_fractions(dictionary: Dictionary, cutoff: Sequence[int]) -> List[float]
     return [sum(counts[a:b]) / total for a, b in zip(bounds, bounds[1:])]
 
 
+def parse_coverage(value) -> List[float]:
+    try:
+        return [float(c) for c in str(value).split(",")]
+    except ValueError:
+        raise ValueError(f"--cutoff-coverage={value!r} is not a comma-separated list of fractions, e.g. 0.9,0.98") from None
+
+
 def derive_cutoffs(dictionary: Dictionary, coverage: Sequence[float], multiple: int = 8) -> List[int]:
     """Band boundaries from coverage targets: boundary ``j`` is the smallest dictionary index whose head covers
     ``coverage[j]`` of the training tokens, rounded up to a multiple of ``multiple`` (tensor-core friendly
@@ -103,7 +110,7 @@ class AdaptiveLanguageModelingTask(LanguageModelingTask):
         for name in names:
             if str(getattr(args, name)).strip() == AUTO:
                 if derived is None:
-                    coverage = [float(c) for c in str(self.args.cutoff_coverage).split(",")]
+                    coverage = parse_coverage(self.args.cutoff_coverage)
                     derived = derive_cutoffs(dictionary, coverage)
                     logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
                 setattr(args, name, ",".join(map(str, derived)))
