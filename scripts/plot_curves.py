@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 
 _JSON = re.compile(r"(\{\".*\})\s*$")
 _PARAMS = re.compile(r"num\. shared model params: ([\d,]+)")
-_TEST_PPL = re.compile(r"Perplexity: ([\d.]+)")
+_EVAL_PPL = re.compile(r"Perplexity: ([\d.]+)")
 
 
 def read_log(path: Path) -> Dict[str, object]:
@@ -52,10 +52,11 @@ def series(records: List[dict], y: str, x: str) -> tuple:
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def test_ppl(path: Optional[Path]) -> Optional[float]:
+def eval_ppl(path: Optional[Path]) -> Optional[float]:
+    """The perplexity a fairseq-eval-lm log reports (its last one), or None."""
     if path is None:
         return None
-    found = _TEST_PPL.findall(path.read_text(errors="replace"))
+    found = _EVAL_PPL.findall(path.read_text(errors="replace"))
     return float(found[-1]) if found else None
 
 
@@ -125,7 +126,7 @@ def main(argv=None):
     plot(runs, labels, args.out)
     print(f"| run | params | updates | best valid ppl | test ppl | train words/s |\n|---|---:|---:|---:|---:|---:|")
     for label, run, test in zip(labels, runs, tests):
-        s = summary(run, test_ppl(test))
+        s = summary(run, eval_ppl(test))
         params = f"{s['params'] / 1e6:.2f}M" if s["params"] else "?"
         test_s = f"{s['test_ppl']:.2f}" if s["test_ppl"] is not None else "-"
         print(f"| {label} | {params} | {s['updates']} | {s['best_valid_ppl']:.2f} | {test_s} | {s['words_per_s']:,.0f} |")

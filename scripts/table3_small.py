@@ -12,10 +12,11 @@ writes WORK/table3.json.
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
+
+from plot_curves import eval_ppl, read_log, summary  # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BODY = ["--decoder-layers", "4", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
@@ -80,15 +81,11 @@ def main():
             for split in ("valid", "test"):
                 evaluate(bin_dir, save / "checkpoint_best.pt", split, logs[split], args.tokens_per_sample,
                          args.context_window)
-        out = logs["train"].read_text()
-        summary = json.loads(re.findall(r"\| train \| (\{.*\})", out)[-1])  # the run's own epoch summary
+        run_summary = summary(read_log(logs["train"]), eval_ppl(logs["test"]))
         results.append({
             "row": name, "arch": arch,
-            "params": int(re.search(r"num\. shared model params: ([\d,]+)", out).group(1).replace(",", "")),
-            "updates": int(summary["train_num_updates"]),
-            "words_per_s": float(summary["train_wps"]),
-            "valid_ppl": float(re.findall(r"Perplexity: ([\d.]+)", logs["valid"].read_text())[-1]),
-            "test_ppl": float(re.findall(r"Perplexity: ([\d.]+)", logs["test"].read_text())[-1]),
+            **{k: run_summary[k] for k in ("params", "updates", "words_per_s", "test_ppl")},
+            "valid_ppl": eval_ppl(logs["valid"]),
         })
         r = results[-1]
         print(f"{name}: {r['params'] / 1e6:.2f}M params, {r['updates']} updates, {r['words_per_s']:.0f} words/s, "
