@@ -127,8 +127,12 @@ class AdaptiveSoftmax(nn.Module):
     def head(self, x: Tensor) -> Tensor:
         """``N x d -> N x (cutoff[0] + n_clusters)``: word logits, then one logit per tail cluster."""
         if self.head_proj is None:
-            return F.linear(x, torch.cat([self.head_words, self.head_clusters], dim=0))
+            return F.linear(x, self.head_weight())
         return torch.cat([F.linear(self.head_proj(x), self.head_words), F.linear(x, self.head_clusters)], dim=-1)
+
+    def head_weight(self) -> Tensor:
+        """``(cutoff[0] + n_clusters) x d``: the head's word rows, then its cluster rows (no head projection)."""
+        return torch.cat([self.head_words, self.head_clusters], dim=0)
 
     def cluster_of(self, target: Tensor) -> Tensor:
         """0 for head words, ``i+1`` for words of tail cluster ``i``."""
@@ -197,8 +201,7 @@ class AdaptiveSoftmax(nn.Module):
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
         chunked = self.chunk_size > 0 and acc == torch.float32
         if chunked and self.head_proj is None:
-            head_weight = torch.cat([self.head_words, self.head_clusters], dim=0)
-            score = chunked_target_log_prob(x, head_weight, head_target, self.chunk_size)
+            score = chunked_target_log_prob(x, self.head_weight(), head_target, self.chunk_size)
         else:
             # cross_entropy's fused backward (softmax - onehot) avoids a second N x C buffer of log_softmax + gather
             score = -F.cross_entropy(self.head(x).to(acc), head_target, reduction="none")

@@ -15,6 +15,11 @@ def _chunks(num_classes: int, chunk: int):
         yield start, min(start + chunk, num_classes)
 
 
+def _target_in_chunk(target: Tensor, start: int, end: int):
+    """Which targets fall in classes ``[start, end)``, and their index in the chunk (clamped for the others)."""
+    return (target >= start) & (target < end), (target - start).clamp(0, end - start - 1)
+
+
 class _ChunkedTargetLogProb(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, chunk: int) -> Tensor:
@@ -24,8 +29,7 @@ class _ChunkedTargetLogProb(torch.autograd.Function):
         for start, end in _chunks(weight.size(0), chunk):
             logits = (x @ weight[start:end].t()).float()
             lse = torch.logaddexp(lse, torch.logsumexp(logits, dim=1))
-            inside = (target >= start) & (target < end)
-            local = (target - start).clamp(0, end - start - 1)
+            inside, local = _target_in_chunk(target, start, end)
             target_logit += torch.where(inside, logits.gather(1, local.unsqueeze(1)).squeeze(1), 0.0)
         ctx.save_for_backward(x, weight, target, lse)
         ctx.chunk = chunk
@@ -42,8 +46,7 @@ class _ChunkedTargetLogProb(torch.autograd.Function):
             logits = (x @ w.t()).float()
             # d(logit_t - lse)/d logits = onehot(t) - softmax
             g = torch.exp(logits - lse.unsqueeze(1)).mul_(-grad.unsqueeze(1))
-            inside = (target >= start) & (target < end)
-            local = (target - start).clamp(0, end - start - 1)
+            inside, local = _target_in_chunk(target, start, end)
             g.scatter_add_(1, local.unsqueeze(1), torch.where(inside, grad, 0.0).unsqueeze(1))
             if grad_x is not None:
                 grad_x += g @ w.float()
