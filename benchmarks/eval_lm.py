@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from output_layer import print_table  # same folder
+
 ROOT = Path(__file__).resolve().parents[1]
 _SPEED = re.compile(r"Evaluated ([\d,]+) tokens in ([\d.]+)s \(([\d.]+) tokens/s\)")
 _PPL = re.compile(r"Loss \(base 2\): ([\d.]+), Perplexity: ([\d.]+)")
@@ -75,9 +77,8 @@ def main():
                      "tokens_per_s": float(speed), "loss_base2": float(loss), "ppl": float(ppl)})
     print(f"eval-lm on {data} ({args.device}{', fp16' if args.fp16 else ''}), {args.layers} blocks, d={args.dim}, "
           f"cutoffs {args.cutoff}, tokens-per-sample {args.tokens_per_sample}, context window {args.context_window}")
-    print("| implementation | tokens | tokens/s | perplexity |\n|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['impl']} | {r['tokens']:,} | {r['tokens_per_s']:,.0f} | {r['ppl']:.4f} |")
+    print_table(["implementation", "tokens", "tokens/s", "perplexity"],
+                [[r["impl"], f"{r['tokens']:,}", f"{r['tokens_per_s']:,.0f}", f"{r['ppl']:.4f}"] for r in rows])
     print(f"speed ratio ours / fairseq: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x, "
           f"perplexity relative difference: {abs(rows[1]['ppl'] / rows[0]['ppl'] - 1):.2e}")
     (work / "eval_lm.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))

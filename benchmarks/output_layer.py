@@ -78,6 +78,18 @@ def time_step(step, device, repeat: int, warmup: int):
     return statistics.median(times) * 1000, extra, values
 
 
+def print_table(header, rows) -> None:
+    """A markdown table; the first column is left-aligned (names), the others right-aligned (numbers)."""
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(map(str, row)) + " |")
+
+
+def optional(value, fmt: str) -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
 def write_json(path: str, args, rows) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({"args": vars(args), "torch": torch.__version__, "rows": rows}, indent=1))
@@ -126,10 +138,9 @@ def main():
                              "loss_per_token": loss / n})
     print(f"device: {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or 'cpu'}),"
           f" torch {torch.__version__}, V={args.vocab}, d={args.dim}, cutoffs {args.cutoff}, median of {args.repeat}")
-    print("| implementation | dtype | tokens | fwd+bwd ms | extra peak MiB | loss/token |\n|---|---|---:|---:|---:|---:|")
-    for r in rows:
-        mem = f"{r['extra_peak_mib']:,.0f}" if r["extra_peak_mib"] is not None else "n/a"
-        print(f"| {r['impl']} | {r['dtype']} | {r['tokens']} | {r['ms']:.2f} | {mem} | {r['loss_per_token']:.3f} |")
+    print_table(["implementation", "dtype", "tokens", "fwd+bwd ms", "extra peak MiB", "loss/token"],
+                [[r["impl"], r["dtype"], r["tokens"], f"{r['ms']:.2f}", optional(r["extra_peak_mib"], ",.0f"),
+                  f"{r['loss_per_token']:.3f}"] for r in rows])
     write_json(args.json, args, rows)
 
 

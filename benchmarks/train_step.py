@@ -24,7 +24,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 from fairseq_adaptive.models.counting import dictionary_of_size
 
-from output_layer import time_step, write_json, zipf_targets  # noqa: E402  (same folder)
+from output_layer import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
 
 
 def build(arch, args, d):
@@ -87,10 +87,9 @@ def main():
         del model
     print(f"device {device}, {args.dtype}, {args.layers} blocks, d={args.dim}, V={args.vocab}, cutoffs {args.cutoff}, "
           f"{sample['ntokens']} tokens/step, torch {torch.__version__}, median of {args.repeat}")
-    print("| implementation | step ms | words/s | extra peak GiB | finite loss |\n|---|---:|---:|---:|---|")
-    for r in rows:
-        peak = f"{r['extra_peak_gib']:.2f}" if r["extra_peak_gib"] is not None else "n/a"
-        print(f"| {r['impl']} | {r['ms']:.1f} | {r['words_per_s']:,.0f} | {peak} | {r['loss_finite']} |")
+    print_table(["implementation", "step ms", "words/s", "extra peak GiB", "finite loss"],
+                [[r["impl"], f"{r['ms']:.1f}", f"{r['words_per_s']:,.0f}", optional(r["extra_peak_gib"], ".2f"),
+                  r["loss_finite"]] for r in rows])
     print(f"ratio ours / fairseq: {rows[1]['words_per_s'] / rows[0]['words_per_s']:.2f}x")
     write_json(args.json, args, rows)
 
