@@ -115,3 +115,27 @@ def test_argparse_era_checkpoints_load_with_weights_only(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"args": argparse.Namespace(arch="transformer_lm_wiki103"), "model": {}}, path)
     assert torch.load(path)["args"].arch == "transformer_lm_wiki103"
+
+
+@pytest.mark.parametrize("arch", ["adaptive_lm_define_tiny", "adaptive_lm_define_std_tiny"])
+def test_define_trains_and_the_eval_cache_scores_the_same(lm_data, tmp_path, arch):
+    ckpt = tmp_path / "ckpt"
+    define = ["--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy"]
+    run_cli(train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "8"])
+    state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert any(k.startswith("decoder.embed_tokens.expand.1.") for k in state["model"])
+    assert "decoder.project_out_dim.weight" in state["model"]  # m -> n before the tied softmax
+    plain = evaluate(lm_data, ckpt / "checkpoint_last.pt")
+    cached = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--model-overrides", "{'define_cache': True}")
+    vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
+    assert math.isfinite(plain["perplexity"]) and plain["perplexity"] < vocab
+    assert float(cached["perplexity"]) == pytest.approx(float(plain["perplexity"]), rel=1e-6)
+
+
+def test_define_in_bf16_through_our_entry_point(lm_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    define = ["--task", "adaptive_language_modeling", "--arch", "adaptive_lm_define_tiny",
+              "--criterion", "adaptive_cross_entropy"]
+    run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
+    state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert math.isfinite(state["extra_state"]["best"])

@@ -74,7 +74,12 @@ BAD_INPUTS = [
     (["--cutoff-coverage", "0.9,0.5"], "increasing fractions"),
     (["--cutoff-coverage", "90%"], "not a comma-separated list of fractions"),
     (["--cutoff-coverage", "0.99999999"], "no band boundary below the dictionary size"),
-    (["--decoder-output-dim", "16"], "--decoder-output-dim .* must equal --decoder-embed-dim"),
+    (["--decoder-output-dim", "16"], "end at --decoder-embed-dim \\(32\\): --decoder-output-dim \\(16\\) must equal it"),
+    (["--define-dim", "16", "--decoder-output-dim", "32"], "end at --define-dim \\(16\\): --decoder-output-dim"),
+    (["--define-dim", "12", "--define-max-groups", "8"], "--define-dim=12 does not split into 8 groups"),
+    (["--define-dim", "16", "--define-layers", "1"], "--define-layers=1: DeFINE needs at least 2 levels"),
+    (["--define-dim", "16", "--define-expand-dim", "8"], "--define-expand-dim=8 must be at least --define-dim"),
+    (["--define-dim", "16", "--decoder-input-dim", "8"], "--decoder-input-dim=8 has no meaning with --define-dim"),
 ]
 
 

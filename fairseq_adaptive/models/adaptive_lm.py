@@ -1,24 +1,28 @@
-"""``adaptive_lm``: fairseq's Transformer language model with our adaptive input and adaptive softmax.
+"""``adaptive_lm``: fairseq's Transformer language model with our adaptive input, adaptive softmax and DeFINE.
 
 The architectures reproduce the word-level rows of Table 3 of Baevski & Auli 2019 (https://arxiv.org/abs/1809.10853)
-on WikiText-103; see README.md for the parameter-count derivation of each.
+on WikiText-103 and the DeFINE language models of Mehta et al. 2020 (https://arxiv.org/abs/1911.12385, Tables 2
+and 5); see README.md for the parameter-count derivation of each.
 """
 
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from fairseq.models import register_model, register_model_architecture
-from fairseq.models.transformer import Embedding, TransformerDecoder
+from fairseq.dataclass import ChoiceEnum
+from fairseq.models import register_model
+from fairseq.models.transformer import Embedding, Linear, TransformerDecoder
 from fairseq.models.transformer_lm import (
     DEFAULT_MAX_TARGET_POSITIONS,
     TransformerLanguageModel,
     TransformerLanguageModelConfig,
-    base_lm_architecture,
 )
 from fairseq.utils import safe_getattr
 
+from torch import nn
+
 from ..modules.adaptive_input import AdaptiveInput
 from ..modules.adaptive_softmax import AdaptiveSoftmax
+from ..modules.define import ACTIVATIONS, TRANSFORMS, DeFINE
 
 AUTO = "auto"
 
@@ -59,13 +63,110 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig):
             "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
         },
     )
+    # DeFINE (Mehta et al. 2020): map to n, expand n -> k over N levels, reduce k -> m (= --decoder-embed-dim)
+    define_dim: Optional[int] = field(
+        default=None,
+        metadata={
+            "help": "DeFINE: width n of the token embedding (plain, or adaptive input with --adaptive-input) that "
+            "DeFINE expands and reduces to --decoder-embed-dim; a tied softmax then scores at n. Unset: no DeFINE"
+        },
+    )
+    define_layers: int = field(
+        default=3, metadata={"help": "DeFINE: N, the number of width levels n .. k (N-1 grouped layers)"}
+    )
+    define_expand_dim: int = field(default=1024, metadata={"help": "DeFINE: k, the widest level"})
+    define_max_groups: int = field(
+        default=64, metadata={"help": "DeFINE: group count of the first grouped layer (halved at each next one)"}
+    )
+    define_transform: ChoiceEnum(TRANSFORMS) = field(
+        default="hgt",
+        metadata={
+            "help": "DeFINE expansion: hgt (groups halve per layer, the paper's), glt (constant groups), "
+            "glt_shuffle (constant groups, features shuffled between layers), linear (one group): Table 4's ablations"
+        },
+    )
+    define_no_mixer: bool = field(
+        default=False, metadata={"help": "DeFINE: drop the input-to-every-layer skip connection (Table 4 ablation)"}
+    )
+    define_activation: ChoiceEnum(list(ACTIVATIONS)) = field(
+        default="gelu", metadata={"help": "DeFINE: activation after each grouped layer's normalisation"}
+    )
+    define_dropout: float = field(default=0.0, metadata={"help": "DeFINE: dropout after each grouped layer"})
+    define_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "DeFINE: in eval mode, compute every token's output once into a V x m table and look it up "
+            "(same outputs; rebuilt after any weight change). For eval-lm / generation"
+        },
+    )
+
+
+def uses_define(args) -> bool:
+    return bool(safe_getattr(args, "define_dim", None))
 
 
 def resolve_dims(args) -> None:
-    """Fill the dimensions that default to the decoder width, in place (Namespace or DictConfig)."""
+    """Fill the dimensions that default to the decoder width, in place (Namespace or DictConfig).
+
+    With DeFINE the input layer ends at the decoder width (no input projection) and a tied softmax scores at
+    the DeFINE width n, so the output dimension defaults to n there."""
+    tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
+        args, "share_decoder_input_output_embed", False
+    )
+    if uses_define(args):
+        if safe_getattr(args, "decoder_input_dim", None) not in (None, args.decoder_embed_dim):
+            raise ValueError(
+                f"--decoder-input-dim={args.decoder_input_dim} has no meaning with --define-dim: DeFINE maps "
+                f"tokens to --define-dim and reduces them to --decoder-embed-dim; drop --decoder-input-dim"
+            )
+        if safe_getattr(args, "decoder_output_dim", None) is None and tied:
+            args.decoder_output_dim = args.define_dim
     for name in ("decoder_input_dim", "decoder_output_dim"):
         if safe_getattr(args, name, None) is None:
             setattr(args, name, args.decoder_embed_dim)
+
+
+def input_layer_width(args) -> int:
+    """Width of the plain or adaptive embedding (the one a tied softmax shares): n with DeFINE."""
+    return args.define_dim if uses_define(args) else args.decoder_input_dim
+
+
+def adaptive_input_of(embed_tokens: nn.Module) -> Optional[AdaptiveInput]:
+    """The adaptive input inside an input layer (itself, or the map layer of a DeFINE), if any."""
+    inner = embed_tokens.map if isinstance(embed_tokens, DeFINE) else embed_tokens
+    return inner if isinstance(inner, AdaptiveInput) else None
+
+
+def build_input_layer(args, dictionary) -> nn.Module:
+    """Plain embedding, adaptive input, or DeFINE over either, from the model's config."""
+    width = input_layer_width(args)
+    define = uses_define(args)
+    if args.adaptive_input:
+        embedding = AdaptiveInput(
+            len(dictionary),
+            dictionary.pad(),
+            width,
+            args.adaptive_input_factor,
+            width if define else args.decoder_embed_dim,
+            parse_cutoff(args.adaptive_input_cutoff, "--adaptive-input-cutoff"),
+        )
+    else:
+        embedding = Embedding(len(dictionary), width, dictionary.pad())
+    if not define:
+        return embedding
+    return DeFINE(
+        embedding,
+        width,
+        args.define_expand_dim,
+        args.decoder_embed_dim,
+        n_layers=args.define_layers,
+        max_groups=args.define_max_groups,
+        transform=args.define_transform,
+        mixer=not args.define_no_mixer,
+        activation=args.define_activation,
+        dropout=args.define_dropout,
+        cache=args.define_cache,
+    )
 
 
 def validate_lm_config(args, vocab_size: int) -> None:
@@ -96,10 +197,12 @@ def validate_lm_config(args, vocab_size: int) -> None:
                 f"--tie-adaptive-weights needs --adaptive-softmax-factor ({args.adaptive_softmax_factor}) equal to "
                 f"--adaptive-input-factor ({args.adaptive_input_factor})"
             )
-        if args.decoder_output_dim != args.decoder_embed_dim:
+        adaptive_width = args.define_dim if uses_define(args) else args.decoder_embed_dim
+        if args.decoder_output_dim != adaptive_width:
+            flag = "--define-dim" if uses_define(args) else "--decoder-embed-dim"
             raise ValueError(
-                f"--tie-adaptive-weights scores the decoder's features directly: --decoder-output-dim "
-                f"({args.decoder_output_dim}) must equal --decoder-embed-dim ({args.decoder_embed_dim})"
+                f"--tie-adaptive-weights shares the adaptive input's projections, which end at {flag} "
+                f"({adaptive_width}): --decoder-output-dim ({args.decoder_output_dim}) must equal it"
             )
     elif args.tie_adaptive_proj:
         raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights")
@@ -108,9 +211,10 @@ def validate_lm_config(args, vocab_size: int) -> None:
             "--share-decoder-input-output-embed ties a full softmax to a plain embedding; with adaptive "
             "layers use --tie-adaptive-weights instead"
         )
-    if args.share_decoder_input_output_embed and args.decoder_input_dim != args.decoder_output_dim:
+    if args.share_decoder_input_output_embed and input_layer_width(args) != args.decoder_output_dim:
+        flag = "--define-dim" if uses_define(args) else "--decoder-input-dim"
         raise ValueError(
-            f"--share-decoder-input-output-embed needs --decoder-input-dim ({args.decoder_input_dim}) equal to "
+            f"--share-decoder-input-output-embed needs {flag} ({input_layer_width(args)}) equal to "
             f"--decoder-output-dim ({args.decoder_output_dim})"
         )
     if not 0.0 <= args.adaptive_softmax_dropout < 1.0:
@@ -118,7 +222,16 @@ def validate_lm_config(args, vocab_size: int) -> None:
 
 
 class AdaptiveLMDecoder(TransformerDecoder):
-    """fairseq's Transformer decoder whose adaptive softmax is ours (fp32 loss, DDP-safe, target-only scoring)."""
+    """fairseq's Transformer decoder whose adaptive softmax is ours (fp32 loss, DDP-safe, target-only scoring).
+
+    fairseq drops the projection from the decoder width to ``--decoder-output-dim`` whenever adaptive weights are
+    tied; DeFINE scores at its narrow width n < m through exactly that projection, so we keep it.
+    """
+
+    def __init__(self, args, dictionary, embed_tokens, no_encoder_attn=False):
+        super().__init__(args, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn)
+        if self.project_out_dim is None and self.embed_dim != self.output_embed_dim:
+            self.project_out_dim = Linear(self.embed_dim, self.output_embed_dim, bias=False)
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         """With a ``sample`` holding targets (fairseq's scorers: eval-lm, --score-reference), only the targets'
@@ -134,16 +247,21 @@ class AdaptiveLMDecoder(TransformerDecoder):
 
     def build_output_projection(self, cfg, dictionary, embed_tokens):
         cutoff = parse_cutoff(cfg.adaptive_softmax_cutoff, "--adaptive-softmax-cutoff")
+        if cutoff is None and isinstance(embed_tokens, DeFINE) and cfg.share_decoder_input_output_embed:
+            # the full softmax shares DeFINE's map table (V x n), not its output
+            self.output_projection = nn.Linear(embed_tokens.input_dim, len(dictionary), bias=False)
+            self.output_projection.weight = embed_tokens.map.weight
+            return
         if cutoff is None:
             return super().build_output_projection(cfg, dictionary, embed_tokens)
         tied = cfg.tie_adaptive_weights
         self.adaptive_softmax = AdaptiveSoftmax(
             len(dictionary),
-            self.embed_dim if tied else self.output_embed_dim,
+            self.output_embed_dim,
             cutoff,
             dropout=cfg.adaptive_softmax_dropout,
             factor=cfg.adaptive_softmax_factor,
-            adaptive_input=embed_tokens if tied else None,
+            adaptive_input=adaptive_input_of(embed_tokens) if tied else None,
             tie_proj=cfg.tie_adaptive_proj,
             # fairseq's TransformerConfig drops fields it does not know: read ours from the original args
             chunk_size=safe_getattr(self.args, "adaptive_softmax_chunk", 0) or 0,
@@ -165,131 +283,6 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
             args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
         if args.character_embeddings:
             raise ValueError("adaptive_lm does not support --character-embeddings: use transformer_lm for those")
-        if args.adaptive_input:
-            embed_tokens = AdaptiveInput(
-                len(dictionary),
-                dictionary.pad(),
-                args.decoder_input_dim,
-                args.adaptive_input_factor,
-                args.decoder_embed_dim,
-                parse_cutoff(args.adaptive_input_cutoff, "--adaptive-input-cutoff"),
-            )
-        else:
-            embed_tokens = Embedding(len(dictionary), args.decoder_input_dim, dictionary.pad())
+        embed_tokens = build_input_layer(args, dictionary)
         decoder = AdaptiveLMDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
         return cls(decoder)
-
-
-# ----------------------------------------------------------------------------------------------- architectures
-def _set(args, **defaults) -> None:
-    for name, value in defaults.items():
-        setattr(args, name, safe_getattr(args, name, value))
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_tiny")
-def adaptive_lm_tiny(args):
-    """A few-thousand-parameter body for tests and CPU demos; cutoffs derived from the dictionary."""
-    _set(
-        args,
-        decoder_layers=2,
-        decoder_embed_dim=32,
-        decoder_ffn_embed_dim=64,
-        decoder_attention_heads=2,
-        dropout=0.0,
-        adaptive_input=True,
-        adaptive_input_cutoff=AUTO,
-        adaptive_softmax_cutoff=AUTO,
-        adaptive_input_factor=2,
-        adaptive_softmax_factor=2,
-        tie_adaptive_weights=True,
-        tie_adaptive_proj=True,
-    )
-    base_lm_architecture(args)
-
-
-def _wiki103_body(args):
-    """Table 3 of Baevski & Auli 2019: 16 pre-norm blocks, d=1024, FFN 4096, 8 heads, dropout 0.3/0.1/0.1."""
-    _set(
-        args,
-        decoder_layers=16,
-        decoder_embed_dim=1024,
-        decoder_ffn_embed_dim=4096,
-        decoder_attention_heads=8,
-        dropout=0.3,
-        attention_dropout=0.1,
-        activation_dropout=0.1,
-        no_decoder_final_norm=True,
-    )
-
-
-def _wiki103_adaptive_softmax(args):
-    """Bands of 20K / 40K / rest, shrinking by a factor of 4, tail dropout 0.2 (Section 4.3 of the paper)."""
-    _set(args, adaptive_softmax_cutoff="20000,60000", adaptive_softmax_factor=4, adaptive_softmax_dropout=0.2)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm")
-def adaptive_lm_wiki103_sm(args):
-    """SM: 512-d word embeddings projected to 1024, full softmax over a 1024 -> 512 projection (476.8M)."""
-    _wiki103_body(args)
-    _set(args, decoder_input_dim=512, decoder_output_dim=512)
-    base_lm_architecture(args)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm_t")
-def adaptive_lm_wiki103_sm_t(args):
-    """SM-T: SM with the input embedding and the softmax weights tied (339.7M)."""
-    _set(args, share_decoder_input_output_embed=True)
-    adaptive_lm_wiki103_sm(args)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_asm")
-def adaptive_lm_wiki103_asm(args):
-    """ASM: 64-d word embeddings projected to 1024, adaptive softmax at 1024 (263.1M)."""
-    _wiki103_body(args)
-    _wiki103_adaptive_softmax(args)
-    _set(args, decoder_input_dim=64)
-    base_lm_architecture(args)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_adp")
-def adaptive_lm_wiki103_adp(args):
-    """ADP: adaptive input and adaptive softmax with the same bands, nothing shared (291.3M)."""
-    _wiki103_body(args)
-    _wiki103_adaptive_softmax(args)
-    _set(args, adaptive_input=True, adaptive_input_cutoff="20000,60000", adaptive_input_factor=4)
-    base_lm_architecture(args)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_adp_t")
-@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103")
-def adaptive_lm_wiki103_adp_t(args):
-    """ADP-T, the paper's WikiText-103 model: embeddings and all but the head projection shared (246.9M)."""
-    _set(args, tie_adaptive_weights=True, tie_adaptive_proj=True)
-    adaptive_lm_wiki103_adp(args)
-
-
-@register_model_architecture("adaptive_lm", "adaptive_lm_gbw_adp_t")
-@register_model_architecture("adaptive_lm", "adaptive_lm_gbw")
-def adaptive_lm_gbw_adp_t(args):
-    """Billion Word ADP-T: bands of 60K / 100K / rest, tied embeddings, projections not shared.
-
-    The body follows fairseq's ``transformer_lm_gbw`` (12 blocks, FFN 4096, 16 heads, dropout 0.1) at width 1024.
-    """
-    _set(
-        args,
-        decoder_layers=12,
-        decoder_embed_dim=1024,
-        decoder_ffn_embed_dim=4096,
-        decoder_attention_heads=16,
-        dropout=0.1,
-        attention_dropout=0.1,
-        no_decoder_final_norm=True,
-        adaptive_input=True,
-        adaptive_input_cutoff="60000,160000",
-        adaptive_input_factor=4,
-        adaptive_softmax_cutoff="60000,160000",
-        adaptive_softmax_factor=4,
-        tie_adaptive_weights=True,
-        tie_adaptive_proj=False,
-    )
-    base_lm_architecture(args)

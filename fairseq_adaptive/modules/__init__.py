@@ -1,4 +1,5 @@
 from .adaptive_input import AdaptiveInput
 from .adaptive_softmax import AdaptiveSoftmax
+from .define import DeFINE
 
-__all__ = ["AdaptiveInput", "AdaptiveSoftmax"]
+__all__ = ["AdaptiveInput", "AdaptiveSoftmax", "DeFINE"]

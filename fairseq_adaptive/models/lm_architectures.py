@@ -1,0 +1,209 @@
+"""Named ``adaptive_lm`` architectures: small functions that set defaults (saying where they come from) and call
+fairseq's ``base_lm_architecture``.
+
+- Table 3 of Baevski & Auli 2019 (https://arxiv.org/abs/1809.10853): ``adaptive_lm_wiki103_{sm,sm_t,asm,adp,adp_t}``
+  and the Billion Word ADP-T ``adaptive_lm_gbw_adp_t``;
+- DeFINE, Mehta et al. 2020 (https://arxiv.org/abs/1911.12385), Tables 2 and 5: ``adaptive_lm_wiki103_define*``;
+- tiny bodies for tests and CPU demos: ``adaptive_lm_tiny``, ``adaptive_lm_define_tiny``, ``adaptive_lm_define_std_tiny``.
+"""
+
+from fairseq.models import register_model_architecture
+from fairseq.models.transformer_lm import TransformerLanguageModelConfig, base_lm_architecture
+from fairseq.utils import safe_getattr
+
+from .adaptive_lm import AUTO, AdaptiveLMConfig
+
+def _set(args, **defaults) -> None:
+    for name, value in defaults.items():
+        setattr(args, name, safe_getattr(args, name, value))
+
+
+def _base(args) -> None:
+    """fairseq's defaults, except that a softmax tied to a DeFINE's map layer scores at its width n."""
+    tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
+        args, "share_decoder_input_output_embed", False
+    )
+    if safe_getattr(args, "define_dim", None) and tied:
+        _set(args, decoder_output_dim=args.define_dim)
+    # fairseq adds model flags without defaults (archs fill them): fill ours from the dataclass
+    own = set(AdaptiveLMConfig.__dataclass_fields__) - set(TransformerLanguageModelConfig.__dataclass_fields__)
+    _set(args, **{name: AdaptiveLMConfig.__dataclass_fields__[name].default for name in sorted(own)})
+    base_lm_architecture(args)
+
+
+def _tied_adaptive(args, cutoff: str, factor: float, tie_proj: bool = True) -> None:
+    """Adaptive input and an adaptive softmax with the same bands, the softmax tied to the input (ADP-T)."""
+    _set(
+        args,
+        adaptive_input=True,
+        adaptive_input_cutoff=cutoff,
+        adaptive_input_factor=factor,
+        adaptive_softmax_cutoff=cutoff,
+        adaptive_softmax_factor=factor,
+        tie_adaptive_weights=True,
+        tie_adaptive_proj=tie_proj,
+    )
+
+
+def _tiny_body(args):
+    _set(args, decoder_layers=2, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2, dropout=0.0)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_tiny")
+def adaptive_lm_tiny(args):
+    """A few-thousand-parameter body for tests and CPU demos; cutoffs derived from the dictionary."""
+    _tiny_body(args)
+    _tied_adaptive(args, AUTO, 2)
+    _base(args)
+
+
+def _wiki103_body(args):
+    """Table 3 of Baevski & Auli 2019: 16 pre-norm blocks, d=1024, FFN 4096, 8 heads, dropout 0.3/0.1/0.1."""
+    _set(
+        args,
+        decoder_layers=16,
+        decoder_embed_dim=1024,
+        decoder_ffn_embed_dim=4096,
+        decoder_attention_heads=8,
+        dropout=0.3,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        no_decoder_final_norm=True,
+    )
+
+
+def _wiki103_adaptive_softmax(args):
+    """Bands of 20K / 40K / rest, shrinking by a factor of 4, tail dropout 0.2 (Section 4.3 of the paper)."""
+    _set(args, adaptive_softmax_cutoff="20000,60000", adaptive_softmax_factor=4, adaptive_softmax_dropout=0.2)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm")
+def adaptive_lm_wiki103_sm(args):
+    """SM: 512-d word embeddings projected to 1024, full softmax over a 1024 -> 512 projection (476.8M)."""
+    _wiki103_body(args)
+    _set(args, decoder_input_dim=512, decoder_output_dim=512)
+    _base(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm_t")
+def adaptive_lm_wiki103_sm_t(args):
+    """SM-T: SM with the input embedding and the softmax weights tied (339.7M)."""
+    _set(args, share_decoder_input_output_embed=True)
+    adaptive_lm_wiki103_sm(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_asm")
+def adaptive_lm_wiki103_asm(args):
+    """ASM: 64-d word embeddings projected to 1024, adaptive softmax at 1024 (263.1M)."""
+    _wiki103_body(args)
+    _wiki103_adaptive_softmax(args)
+    _set(args, decoder_input_dim=64)
+    _base(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_adp")
+def adaptive_lm_wiki103_adp(args):
+    """ADP: adaptive input and adaptive softmax with the same bands, nothing shared (291.3M)."""
+    _wiki103_body(args)
+    _wiki103_adaptive_softmax(args)
+    _set(args, adaptive_input=True, adaptive_input_cutoff="20000,60000", adaptive_input_factor=4)
+    _base(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_adp_t")
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103")
+def adaptive_lm_wiki103_adp_t(args):
+    """ADP-T, the paper's WikiText-103 model: embeddings and all but the head projection shared (246.9M)."""
+    _set(args, tie_adaptive_weights=True, tie_adaptive_proj=True)
+    adaptive_lm_wiki103_adp(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_gbw_adp_t")
+@register_model_architecture("adaptive_lm", "adaptive_lm_gbw")
+def adaptive_lm_gbw_adp_t(args):
+    """Billion Word ADP-T: bands of 60K / 100K / rest, tied embeddings, projections not shared.
+
+    The body follows fairseq's ``transformer_lm_gbw`` (12 blocks, FFN 4096, 16 heads, dropout 0.1) at width 1024.
+    """
+    _set(
+        args,
+        decoder_layers=12,
+        decoder_embed_dim=1024,
+        decoder_ffn_embed_dim=4096,
+        decoder_attention_heads=16,
+        dropout=0.1,
+        attention_dropout=0.1,
+        no_decoder_final_norm=True,
+    )
+    _tied_adaptive(args, "60000,160000", 4, tie_proj=False)
+    _base(args)
+
+
+# ------------------------------------------------------------------------------------------------ DeFINE archs
+@register_model_architecture("adaptive_lm", "adaptive_lm_define_tiny")
+def adaptive_lm_define_tiny(args):
+    """The tiny body with DeFINE over an adaptive input (n=16 -> k=64 -> m=32), tied softmax at n; tests, demos."""
+    _tiny_define(args)
+    adaptive_lm_tiny(args)
+
+
+def _tiny_define(args):
+    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4, no_scale_embedding=True)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_define_std_tiny")
+def adaptive_lm_define_std_tiny(args):
+    """The tiny body with DeFINE over a plain 16-d embedding and a full softmax tied to it (through m -> n)."""
+    _tiny_body(args)
+    _tiny_define(args)
+    _set(args, share_decoder_input_output_embed=True)
+    _base(args)
+
+
+# Transformer-XL's WikiText-103 input bands (Dai et al. 2019), which DeFINE's experiments keep
+TXL_WIKI103_CUTOFF = "20000,40000,200000"
+
+
+def _define_wiki103(args, define_dim: int, adaptive: bool, layers: int = 3, expand_dim: int = 4096):
+    """DeFINE with the Transformer-XL-sized body of Mehta et al. 2020, Table 2: m=384, N=3, k=4096.
+
+    Our body is fairseq's pre-norm decoder (16 blocks, 8 heads of 48, FFN 2100, dropout 0.1) with absolute
+    sinusoidal positions; Transformer-XL's is post-norm with relative positions, 10 heads and segment recurrence
+    (a memory of past segments), which fairseq's decoder does not have.
+    """
+    _set(
+        args,
+        decoder_layers=16,
+        decoder_embed_dim=384,
+        decoder_ffn_embed_dim=2100,
+        decoder_attention_heads=8,
+        dropout=0.1,
+        attention_dropout=0.0,
+        no_scale_embedding=True,
+        define_dim=define_dim,
+        define_layers=layers,
+        define_expand_dim=expand_dim,
+        define_max_groups=64,
+    )
+    if adaptive:
+        _tied_adaptive(args, TXL_WIKI103_CUTOFF, 4)
+    else:
+        _set(args, share_decoder_input_output_embed=True)
+    _base(args)
+
+
+def _register(name: str, **kwargs) -> None:
+    register_model_architecture("adaptive_lm", name)(lambda args: _define_wiki103(args, **kwargs))
+
+
+# Table 2: n in {64, 128, 256, 384}, on an adaptive input (tied adaptive softmax) or a plain embedding (tied softmax)
+for _n in (64, 128, 256, 384):
+    _register(f"adaptive_lm_wiki103_define_n{_n}", define_dim=_n, adaptive=True)
+    _register(f"adaptive_lm_wiki103_define_std_n{_n}", define_dim=_n, adaptive=False)
+# Table 5: depth N in {3, 7, 11} and width k in {1024, 1536, 2048} (adaptive input, n = 128)
+for _layers in (3, 7, 11):
+    for _k in (1024, 1536, 2048):
+        _register(f"adaptive_lm_wiki103_define_N{_layers}_k{_k}", define_dim=128, adaptive=True, layers=_layers,
+                  expand_dim=_k)
+# the paper's headline WikiText-103 block: n=128, the 1.92M-parameter DeFINE
+_register("adaptive_lm_wiki103_define", define_dim=128, adaptive=True)
