@@ -1,7 +1,12 @@
 #!/usr/bin/env python
-"""Print the parameter counts of the registered Table 3 architectures (Baevski & Auli 2019) against the paper's,
-built on the meta device at the WikiText-103 dictionary size (267,744 entries after fairseq's padding to 8).
-No training and no weights allocated.  Usage: python scripts/param_table.py [--vocab 267744]"""
+"""Print the parameter counts of the registered architectures, built on the meta device at the WikiText-103
+dictionary size (267,744 entries after fairseq's padding to 8); no training and no weights allocated.
+
+1. Table 3 of Baevski & Auli 2019 (whole models) against the paper's counts.
+2. DeFINE (Mehta et al. 2020, Table 2 setting: m=384, N=3, k=4096): the input/output layers (everything outside
+   the Transformer blocks) with a standard embedding, an adaptive input, and DeFINE over either at each n.
+
+Usage: python scripts/param_table.py [--vocab 267744]"""
 
 import argparse
 
@@ -18,6 +23,19 @@ PAPER = [
 ]
 
 
+DEFINE_ROWS = [("standard, m=384", "adaptive_lm_wiki103_define_std_n384", ["--define-dim", "0"]),
+               ("adaptive, m=384", "adaptive_lm_wiki103_define_n384", ["--define-dim", "0"])]
+for _n in (64, 128, 256, 384):
+    DEFINE_ROWS += [(f"standard + DeFINE, n={_n}", f"adaptive_lm_wiki103_define_std_n{_n}", []),
+                    (f"adaptive + DeFINE, n={_n}", f"adaptive_lm_wiki103_define_n{_n}", [])]
+
+
+def outside_body(model) -> int:
+    """Parameters of the input and output layers: all but the Transformer blocks and their final norm."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith(("decoder.layers.", "decoder.layer_norm.")))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--vocab", type=int, default=267744)
@@ -26,6 +44,12 @@ def main():
     for row, arch, paper in PAPER:
         n = count_parameters(build_on_meta(arch, args.vocab))
         print(f"| {row} | {arch} | {n / 1e6:.1f}M ({n:,}) | {paper}M | {n / 1e6 - paper:+.2f}M |")
+    print("\n| input layer | --arch | input/output layers | of which DeFINE | whole model |\n|---|---|---:|---:|---:|")
+    for row, arch, extra in DEFINE_ROWS:
+        model = build_on_meta(arch, args.vocab, extra)
+        block = getattr(model.decoder.embed_tokens, "block_parameters", lambda: 0)()
+        print(f"| {row} | {arch}{' ' + ' '.join(extra) if extra else ''} | {outside_body(model) / 1e6:.2f}M | "
+              f"{block / 1e6:.3f}M | {count_parameters(model) / 1e6:.1f}M |")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from torch import nn
 
 from fairseq_adaptive.models.counting import build_on_meta, count_parameters
 from fairseq_adaptive.modules.adaptive_input import AdaptiveInput
-from fairseq_adaptive.modules.define import DeFINE, GroupLinear, define_layout, mix, shuffle_groups
+from fairseq_adaptive.modules.define import DeFINE, GroupLinear, define_layout, group_major, mix, shuffle_groups
 
 
 def shapes(layout):
@@ -53,17 +53,18 @@ def test_layout_rejects_bad_settings(args, message):
         define_layout(*args)
 
 
-def test_mixer_chunk_layout_on_a_hand_built_input():
+@pytest.mark.parametrize("previous_groups", [4, 8, 16, 2])
+def test_mixer_chunk_layout_on_a_hand_built_input(previous_groups):
     e = torch.arange(8.0).view(1, 8)  # n = 8
-    y = 100 + torch.arange(16.0).view(1, 16)  # w = 16
-    out = mix(e, y, 4)
-    assert out.shape == (1, 4, 6)
+    y = 100 + torch.arange(16.0).view(1, 16)  # w = 16, as the previous layer's group-major output
+    out = mix(e, group_major(y, previous_groups).contiguous(), 4)
+    assert out.shape == (4, 1, 6)
     for j in range(4):
-        assert out[0, j].tolist() == e[0, 2 * j : 2 * j + 2].tolist() + y[0, 4 * j : 4 * j + 4].tolist()
+        assert out[j, 0].tolist() == e[0, 2 * j : 2 * j + 2].tolist() + y[0, 4 * j : 4 * j + 4].tolist()
 
 
 def test_shuffle_takes_one_slice_from_every_group():
-    y = torch.arange(6.0).view(1, 2, 3)  # groups [0 1 2] and [3 4 5]
+    y = torch.arange(6.0).view(2, 1, 3)  # group-major: groups [0 1 2] and [3 4 5]
     assert shuffle_groups(y).tolist() == [[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]]
 
 
@@ -73,13 +74,13 @@ def test_batched_group_linear_equals_a_loop_over_groups():
     nn.init.normal_(layer.bias)
     nn.init.normal_(layer.norm.weight)
     nn.init.normal_(layer.norm.bias)
-    x = torch.randn(7, 4, 6)
+    x = torch.randn(7, 24)
     reference = []
     for j in range(4):
-        h = x[:, j] @ layer.weight[j] + layer.bias[j, 0]
+        h = x[:, 6 * j : 6 * (j + 1)] @ layer.weight[j] + layer.bias[j, 0]
         h = F.layer_norm(h, (10,), layer.norm.weight, layer.norm.bias)
         reference.append(F.gelu(h))
-    torch.testing.assert_close(layer(x), torch.stack(reference, dim=1))
+    torch.testing.assert_close(layer(group_major(x, 4)), torch.stack(reference, dim=0))
 
 
 def tiny_define(cache=False, transform="hgt", mixer=True):

@@ -54,6 +54,8 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
                              "--chunk", "128"]),
         ("train_step.py", ["--vocab", "600", "--dim", "16", "--ffn", "32", "--heads", "2", "--layers", "1",
                            "--cutoff", "100,300", "--tokens-per-sample", "16", "--max-tokens", "64"]),
+        ("define_block.py", ["--vocab", "300", "--n", "16", "--k", "64", "--m", "32", "--groups", "4",
+                             "--tokens", "64"]),
     ):
         done = subprocess.run([sys.executable, ROOT / "benchmarks" / script, *extra, "--repeat", "2", "--warmup", "1",
                                "--json", tmp_path / f"{script}.json"], capture_output=True, text=True,

@@ -102,9 +102,10 @@ def define_layout(
 class GroupLinear(nn.Module):
     """``G`` independent linear maps on ``G`` chunks, then group-wise LayerNorm, activation and dropout.
 
-    Input and output are in group layout, ``M x G x in_dim/G -> M x G x out_dim/G``; the ``G`` products run as one
-    batched matrix product over a strided view (no copy of the input into group-major order). The LayerNorm has one
-    set of ``out_dim/G`` affine weights shared by the groups (normalisation within each group).
+    Works in group-major layout, ``G x M x in/G -> G x M x out/G``: the ``G`` products are one batched matrix product
+    (the input may be a strided view: ``bmm`` reads it with a leading dimension, no copy), and the output stays
+    group-major so that the next layer's mixer reads it without a transpose. The LayerNorm has one set of
+    ``out/G`` affine weights shared by the groups (normalisation within each group).
     """
 
     def __init__(self, in_dim: int, out_dim: int, groups: int, activation: str = "gelu", dropout: float = 0.0):
@@ -130,27 +131,42 @@ class GroupLinear(nn.Module):
         self.norm.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
-        """``M x G x in/G -> M x G x out/G``."""
-        y = torch.baddbmm(self.bias, x.transpose(0, 1), self.weight).transpose(0, 1)
-        y = ACTIVATIONS[self.activation](self.norm(y))
+        """``G x M x in/G -> G x M x out/G``."""
+        y = ACTIVATIONS[self.activation](self.norm(torch.baddbmm(self.bias, x, self.weight)))
         return F.dropout(y, self.dropout, self.training) if self.dropout > 0 and self.training else y
 
 
-def split_groups(x: Tensor, groups: int) -> Tensor:
-    """``M x D -> M x G x D/G`` (chunk j holds features ``j*D/G .. (j+1)*D/G``)."""
-    return x.reshape(x.shape[0], groups, -1)
+def group_major(x: Tensor, groups: int) -> Tensor:
+    """``M x D -> G x M x D/G`` view (group j holds features ``j*D/G .. (j+1)*D/G``)."""
+    return x.view(x.shape[0], groups, -1).transpose(0, 1)
+
+
+def regroup(y: Tensor, groups: int) -> List[Tensor]:
+    """Views of a group-major ``G' x M x d`` output whose concatenation on the last dim is the same features cut into
+    ``groups`` chunks (``G x M x G'd/G``); with ``G'`` a multiple of ``G`` no data moves until that concatenation."""
+    prev = y.shape[0]
+    if prev == groups:
+        return [y]
+    if prev % groups == 0:
+        return list(y.reshape(groups, prev // groups, *y.shape[1:]).unbind(1))
+    return [group_major(flatten_groups(y), groups)]
+
+
+def flatten_groups(y: Tensor) -> Tensor:
+    """Group-major ``G x M x d -> M x Gd`` in feature order (one copy)."""
+    return torch.cat(y.unbind(0), dim=-1)
 
 
 def mix(e: Tensor, y: Tensor, groups: int) -> Tensor:
-    """The paper's mixer: ``M x n`` input and ``M x w`` previous output, each cut into ``groups`` chunks, joined chunk
-    by chunk -> ``M x G x (n + w)/G`` (group j = input chunk j, then output chunk j)."""
-    return torch.cat([split_groups(e, groups), split_groups(y, groups)], dim=-1)
+    """The paper's mixer: the ``M x n`` input and the previous (group-major) output, each cut into ``groups`` chunks
+    and joined chunk by chunk -> ``G x M x (n + w)/G`` (group j = input chunk j, then output chunk j)."""
+    return torch.cat([group_major(e, groups), *regroup(y, groups)], dim=-1)
 
 
 def shuffle_groups(y: Tensor) -> Tensor:
-    """Channel shuffle (the GLT+shuffle ablation): ``M x G x d`` -> flat features ordered feature-major, so the next
-    layer's chunk j gathers one slice from every group of this one."""
-    return y.transpose(1, 2).reshape(y.shape[0], -1)
+    """Channel shuffle (the GLT+shuffle ablation): group-major ``G x M x d`` -> ``M x Gd`` ordered feature-major, so
+    the next layer's chunk j gathers one slice from every group of this one."""
+    return y.permute(1, 2, 0).reshape(y.shape[1], -1)
 
 
 class DeFINE(nn.Module):
@@ -190,8 +206,7 @@ class DeFINE(nn.Module):
         nn.init.zeros_(self.reduce.bias)
         self.mixer = mixer
         self.cache = cache
-        self._table: Optional[Tensor] = None
-        self._table_key = None
+        self.clear_cache()
 
     def block_parameters(self) -> int:
         """Parameters of the expand and reduce layers (the paper's "DeFINE" count; the map layer is apart)."""
@@ -202,13 +217,14 @@ class DeFINE(nn.Module):
         y: Optional[Tensor] = None
         for layer, spec in zip(self.expand, self.layout):
             if y is None:
-                x = split_groups(e, spec.groups)
+                x = group_major(e, spec.groups)
             else:
-                flat = shuffle_groups(y) if self.transform == "glt_shuffle" else y.reshape(y.shape[0], -1)
-                x = mix(e, flat, spec.groups) if spec.mixes_input else split_groups(flat, spec.groups)
+                if self.transform == "glt_shuffle":
+                    y = group_major(shuffle_groups(y), 1)
+                pieces = regroup(y, spec.groups)
+                x = mix(e, y, spec.groups) if spec.mixes_input else pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
             y = layer(x)
-        flat = y.reshape(y.shape[0], -1)
-        return self.reduce(torch.cat([e, flat], dim=-1) if self.mixer else flat)
+        return self.reduce(torch.cat([e, *y.unbind(0)], dim=-1) if self.mixer else flatten_groups(y))
 
     def compute(self, tokens: Tensor) -> Tensor:
         e = self.map(tokens)
@@ -238,6 +254,9 @@ class DeFINE(nn.Module):
             self._table_key = key
         return self._table
 
+    def clear_cache(self) -> None:
+        self._table, self._table_key = None, None
+
     def vocab_size(self) -> int:
         return getattr(self.map, "vocab_size", None) or self.map.num_embeddings
 
@@ -245,5 +264,5 @@ class DeFINE(nn.Module):
         # weights may change through paths that bypass version counters (``p.data.copy_`` in fairseq's fp16
         # optimizer); every such change happens in training mode, so leaving eval drops the table
         if mode:
-            self._table, self._table_key = None, None
+            self.clear_cache()
         return super().train(mode)

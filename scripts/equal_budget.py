@@ -1,0 +1,75 @@
+"""Shared by the small-scale reproductions (table3_small.py, define_small.py): train each row for the same
+wall-clock minutes on one binarised corpus, score its best checkpoint with fairseq-eval-lm on valid and test, and
+print a markdown table (parameters, updates, words/s, perplexities) plus a JSON file."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from plot_curves import eval_ppl, read_log, summary  # same folder
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(cmd, log):
+    with open(log, "w") as f:
+        done = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(map(str, cmd))}\n  see {log}")
+    return Path(log).read_text()
+
+
+def add_common_arguments(parser, work: str, minutes: float):
+    parser.add_argument("--work", default=str(ROOT / "work_dirs" / work))
+    parser.add_argument("--minutes", type=float, default=minutes, help="training budget per row (wall clock)")
+    parser.add_argument("--tokens-per-sample", type=int, default=256)
+    parser.add_argument("--context-window", type=int, default=0,
+                        help="eval-lm context window (0: score independent blocks; a window multiplies CPU time)")
+    parser.add_argument("--summarize-only", action="store_true", help="re-read the logs of an earlier run")
+
+
+def binarise(data: str, work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    bin_dir = work / "bin"
+    if not (bin_dir / "dict.txt").exists():
+        run(["bash", ROOT / "scripts" / "prepare_lm.sh", data, bin_dir], work / "preprocess.log")
+    return bin_dir
+
+
+def train_and_score(args, bin_dir: Path, name: str, arch: str, extra, body, lr="0.002") -> dict:
+    """One row: train ``arch`` with ``body + extra`` flags for ``args.minutes``, then eval-lm on valid and test."""
+    work = Path(args.work)
+    save = work / name
+    logs = {split: work / f"{name}.{split}.log" for split in ("train", "valid", "test")}
+    if not args.summarize_only:
+        run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
+             "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
+             *body, *extra, "--optimizer", "adam", "--lr", lr, "--lr-scheduler", "inverse_sqrt",
+             "--warmup-updates", "50", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
+             "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
+             "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
+             "--seed", 1], logs["train"])
+        for split in ("valid", "test"):
+            run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
+                 "--path", save / "checkpoint_best.pt", "--gen-subset", split,
+                 "--tokens-per-sample", args.tokens_per_sample, "--context-window", args.context_window,
+                 "--max-tokens", 8192], logs[split])
+    run_summary = summary(read_log(logs["train"]), eval_ppl(logs["test"]))
+    row = {"row": name, "arch": arch, "flags": " ".join(map(str, extra)),
+           **{k: run_summary[k] for k in ("params", "updates", "words_per_s", "test_ppl")},
+           "valid_ppl": eval_ppl(logs["valid"])}
+    print(f"{name}: {row['params'] / 1e6:.2f}M params, {row['updates']} updates, {row['words_per_s']:.0f} words/s, "
+          f"valid {row['valid_ppl']:.2f}, test {row['test_ppl']:.2f}", flush=True)
+    return row
+
+
+def report(args, results, json_name: str, **meta) -> None:
+    (Path(args.work) / json_name).write_text(json.dumps(
+        {"minutes": args.minutes, "machine": f"{os.cpu_count()} CPU cores", **meta, "rows": results}, indent=1))
+    print(f"\n| row | params | updates in {args.minutes:g} min | train words/s | valid ppl | test ppl |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['row']} | {r['params'] / 1e6:.2f}M | {r['updates']} | {r['words_per_s']:,.0f} | "
+              f"{r['valid_ppl']:.1f} | {r['test_ppl']:.1f} |")
