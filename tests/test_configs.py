@@ -14,13 +14,17 @@ from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
 from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-# config -> (registered architecture it reproduces, dictionary size it is meant for)
+# config -> (registered architecture it reproduces, dictionary size it is meant for, optimizer, updates)
+BAEVSKI = ("nag", 286000)  # fairseq's WikiText-103 adaptive-input recipe
+TRANSFORMER_XL = ("adam", 200000)  # Transformer-XL's WikiText-103 base recipe, which DeFINE's LMs follow
 PAPER_CONFIGS = {
-    "wikitext103_sm": ("adaptive_lm_wiki103_sm", 267744),
-    "wikitext103_sm_t": ("adaptive_lm_wiki103_sm_t", 267744),
-    "wikitext103_asm": ("adaptive_lm_wiki103_asm", 267744),
-    "wikitext103_adp": ("adaptive_lm_wiki103_adp", 267744),
-    "wikitext103_adp_t": ("adaptive_lm_wiki103_adp_t", 267744),
+    "wikitext103_sm": ("adaptive_lm_wiki103_sm", 267744, *BAEVSKI),
+    "wikitext103_sm_t": ("adaptive_lm_wiki103_sm_t", 267744, *BAEVSKI),
+    "wikitext103_asm": ("adaptive_lm_wiki103_asm", 267744, *BAEVSKI),
+    "wikitext103_adp": ("adaptive_lm_wiki103_adp", 267744, *BAEVSKI),
+    "wikitext103_adp_t": ("adaptive_lm_wiki103_adp_t", 267744, *BAEVSKI),
+    "wikitext103_define": ("adaptive_lm_wiki103_define", 267744, *TRANSFORMER_XL),
+    "wikitext103_define_std": ("adaptive_lm_wiki103_define_std_n128", 267744, *TRANSFORMER_XL),
 }
 
 
@@ -41,18 +45,26 @@ def test_every_config_is_listed():
 
 @pytest.mark.parametrize("name", sorted(PAPER_CONFIGS))
 def test_config_composes_and_builds_the_papers_model(name):
-    arch, vocab = PAPER_CONFIGS[name]
+    arch, vocab, optimizer, updates = PAPER_CONFIGS[name]
     cfg = compose_config(name)
     assert cfg.task._name == "adaptive_language_modeling" and cfg.criterion._name == "adaptive_cross_entropy"
-    assert cfg.optimizer._name == "nag" and cfg.optimization.max_update == 286000
+    assert cfg.optimizer._name == optimizer and cfg.optimization.max_update == updates
     d = dictionary_of_size(vocab)
     with torch.device("meta"):
         model = AdaptiveLanguageModel.build_model(cfg.model, SimpleNamespace(source_dictionary=d, target_dictionary=d))
     assert count_parameters(model) == count_parameters(build_on_meta(arch, vocab))
 
 
-def test_fairseq_hydra_train_runs_a_paper_config_in_bf16(lm_data, tmp_path):
-    """The real entry point on the ADP-T config (shrunk by overrides), with the bf16 route the README gives."""
+SHRINK = {
+    "wikitext103_adp_t": [],
+    "wikitext103_define": ["model.define_dim=16", "model.define_expand_dim=64", "model.define_max_groups=4",
+                           "dataset.batch_size=8"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHRINK))
+def test_fairseq_hydra_train_runs_a_paper_config_in_bf16(lm_data, tmp_path, name):
+    """The real entry point on paper configs (shrunk by overrides), with the bf16 route the README gives."""
     import json
     import math
     import os
@@ -65,11 +77,11 @@ def test_fairseq_hydra_train_runs_a_paper_config_in_bf16(lm_data, tmp_path):
         "model.decoder_attention_heads=2", 'model.adaptive_input_cutoff="200,800"',
         'model.adaptive_softmax_cutoff="200,800"', "task.tokens_per_sample=64", "dataset.max_tokens=512",
         "dataset.num_workers=0", "optimization.max_update=3", "lr_scheduler.warmup_updates=1",
-        f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path}",
+        f"checkpoint.save_dir={tmp_path / 'ckpt'}", f"hydra.run.dir={tmp_path}", *SHRINK[name],
     ]
     env = dict(os.environ, FAIRSEQ_ADAPTIVE_USER_DIR=str(CONFIGS.parent / "fairseq_adaptive"))
     exe = os.path.join(os.path.dirname(sys.executable), "fairseq-hydra-train")
-    done = subprocess.run([exe, "--config-dir", str(CONFIGS), "--config-name", "wikitext103_adp_t", *overrides],
+    done = subprocess.run([exe, "--config-dir", str(CONFIGS), "--config-name", name, *overrides],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
