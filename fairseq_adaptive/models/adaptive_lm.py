@@ -6,11 +6,10 @@ and 5); see README.md for the parameter-count derivation of each.
 """
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Optional
 
-from fairseq.dataclass import ChoiceEnum
 from fairseq.models import register_model
-from fairseq.models.transformer import Embedding, Linear, TransformerDecoder
+from fairseq.models.transformer import Linear, TransformerDecoder
 from fairseq.models.transformer_lm import (
     DEFAULT_MAX_TARGET_POSITIONS,
     TransformerLanguageModel,
@@ -20,34 +19,14 @@ from fairseq.utils import safe_getattr
 
 from torch import nn
 
-from ..modules.adaptive_input import AdaptiveInput
 from ..modules.adaptive_softmax import AdaptiveSoftmax
-from ..modules.define import ACTIVATIONS, TRANSFORMS, DeFINE
+from ..modules.define import DeFINE
+from .input_layers import AUTO, DefineConfig, adaptive_input_of, build_input_layer, define_options, parse_cutoff
 
-AUTO = "auto"
-
-
-def parse_cutoff(value, flag: str) -> Optional[List[int]]:
-    """``"20000,60000"`` (or a list) -> ``[20000, 60000]``; ``None``/empty -> ``None``."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-        return None
-    if isinstance(value, str):
-        if value.strip() == AUTO:
-            raise ValueError(
-                f"{flag}=auto needs the dictionary's counts: train with --task adaptive_language_modeling, "
-                f"which derives the cutoffs (see --cutoff-coverage), or give explicit cutoffs"
-            )
-        items = value.strip().strip("[]()").split(",")
-    else:
-        items = list(value)
-    try:
-        return [int(str(x).strip()) for x in items if str(x).strip()]
-    except ValueError:
-        raise ValueError(f"{flag}={value!r} is not a comma-separated list of integers such as 20000,60000") from None
-
+__all__ = ["AUTO", "AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel", "parse_cutoff"]
 
 @dataclass
-class AdaptiveLMConfig(TransformerLanguageModelConfig):
+class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig):
     # fairseq's dataclass defaults these to 512 whatever the width, which silently adds projections to any
     # config that sets --decoder-embed-dim alone (hydra configs); None means "the decoder width".
     decoder_input_dim: Optional[int] = field(
@@ -63,40 +42,11 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig):
             "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
         },
     )
-    # DeFINE (Mehta et al. 2020): map to n, expand n -> k over N levels, reduce k -> m (= --decoder-embed-dim)
     define_dim: Optional[int] = field(
         default=None,
         metadata={
             "help": "DeFINE: width n of the token embedding (plain, or adaptive input with --adaptive-input) that "
             "DeFINE expands and reduces to --decoder-embed-dim; a tied softmax then scores at n. Unset: no DeFINE"
-        },
-    )
-    define_layers: int = field(
-        default=3, metadata={"help": "DeFINE: N, the number of width levels n .. k (N-1 grouped layers)"}
-    )
-    define_expand_dim: int = field(default=1024, metadata={"help": "DeFINE: k, the widest level"})
-    define_max_groups: int = field(
-        default=64, metadata={"help": "DeFINE: group count of the first grouped layer (halved at each next one)"}
-    )
-    define_transform: ChoiceEnum(TRANSFORMS) = field(
-        default="hgt",
-        metadata={
-            "help": "DeFINE expansion: hgt (groups halve per layer, the paper's), glt (constant groups), "
-            "glt_shuffle (constant groups, features shuffled between layers), linear (one group): Table 4's ablations"
-        },
-    )
-    define_no_mixer: bool = field(
-        default=False, metadata={"help": "DeFINE: drop the input-to-every-layer skip connection (Table 4 ablation)"}
-    )
-    define_activation: ChoiceEnum(list(ACTIVATIONS)) = field(
-        default="gelu", metadata={"help": "DeFINE: activation after each grouped layer's normalisation"}
-    )
-    define_dropout: float = field(default=0.0, metadata={"help": "DeFINE: dropout after each grouped layer"})
-    define_cache: bool = field(
-        default=False,
-        metadata={
-            "help": "DeFINE: in eval mode, compute every token's output once into a V x m table and look it up "
-            "(same outputs; rebuilt after any weight change). For eval-lm / generation"
         },
     )
 
@@ -131,41 +81,16 @@ def input_layer_width(args) -> int:
     return args.define_dim if uses_define(args) else args.decoder_input_dim
 
 
-def adaptive_input_of(embed_tokens: nn.Module) -> Optional[AdaptiveInput]:
-    """The adaptive input inside an input layer (itself, or the map layer of a DeFINE), if any."""
-    inner = embed_tokens.map if isinstance(embed_tokens, DeFINE) else embed_tokens
-    return inner if isinstance(inner, AdaptiveInput) else None
-
-
-def build_input_layer(args, dictionary) -> nn.Module:
+def build_lm_input_layer(args, dictionary) -> nn.Module:
     """Plain embedding, adaptive input, or DeFINE over either, from the model's config."""
-    width = input_layer_width(args)
     define = uses_define(args)
-    if args.adaptive_input:
-        embedding = AdaptiveInput(
-            len(dictionary),
-            dictionary.pad(),
-            width,
-            args.adaptive_input_factor,
-            width if define else args.decoder_embed_dim,
-            parse_cutoff(args.adaptive_input_cutoff, "--adaptive-input-cutoff"),
-        )
-    else:
-        embedding = Embedding(len(dictionary), width, dictionary.pad())
-    if not define:
-        return embedding
-    return DeFINE(
-        embedding,
-        width,
-        args.define_expand_dim,
+    return build_input_layer(
+        dictionary,
+        input_layer_width(args),
         args.decoder_embed_dim,
-        n_layers=args.define_layers,
-        max_groups=args.define_max_groups,
-        transform=args.define_transform,
-        mixer=not args.define_no_mixer,
-        activation=args.define_activation,
-        dropout=args.define_dropout,
-        cache=args.define_cache,
+        adaptive_cutoff=parse_cutoff(args.adaptive_input_cutoff, "--adaptive-input-cutoff") if args.adaptive_input else None,
+        adaptive_factor=args.adaptive_input_factor,
+        define=define_options(args) if define else None,
     )
 
 
@@ -221,7 +146,7 @@ def validate_lm_config(args, vocab_size: int) -> None:
         raise ValueError(f"--adaptive-softmax-dropout={args.adaptive_softmax_dropout} must lie in [0, 1)")
 
 
-class AdaptiveLMDecoder(TransformerDecoder):
+class AdaptiveDecoder(TransformerDecoder):
     """fairseq's Transformer decoder whose adaptive softmax is ours (fp32 loss, DDP-safe, target-only scoring).
 
     fairseq drops the projection from the decoder width to ``--decoder-output-dim`` whenever adaptive weights are
@@ -283,6 +208,6 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
             args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
         if args.character_embeddings:
             raise ValueError("adaptive_lm does not support --character-embeddings: use transformer_lm for those")
-        embed_tokens = build_input_layer(args, dictionary)
-        decoder = AdaptiveLMDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
+        embed_tokens = build_lm_input_layer(args, dictionary)
+        decoder = AdaptiveDecoder(args, task.target_dictionary, embed_tokens, no_encoder_attn=True)
         return cls(decoder)
