@@ -1,1 +1,1 @@
-from . import adaptive_lm, lm_architectures  # noqa: F401
+from . import adaptive_lm, adaptive_transformer, lm_architectures  # noqa: F401

@@ -51,8 +51,17 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig):
     )
 
 
+def decoder_define_dim(args) -> Optional[int]:
+    """n of the decoder-side DeFINE: ``--define-dim`` (language model) or ``--decoder-define-dim`` (translation)."""
+    return safe_getattr(args, "decoder_define_dim", None) or safe_getattr(args, "define_dim", None) or None
+
+
+def define_flag(args) -> str:
+    return "--decoder-define-dim" if safe_getattr(args, "decoder_define_dim", None) else "--define-dim"
+
+
 def uses_define(args) -> bool:
-    return bool(safe_getattr(args, "define_dim", None))
+    return decoder_define_dim(args) is not None
 
 
 def resolve_dims(args) -> None:
@@ -70,7 +79,7 @@ def resolve_dims(args) -> None:
                 f"tokens to --define-dim and reduces them to --decoder-embed-dim; drop --decoder-input-dim"
             )
         if safe_getattr(args, "decoder_output_dim", None) is None and tied:
-            args.decoder_output_dim = args.define_dim
+            args.decoder_output_dim = decoder_define_dim(args)
     for name in ("decoder_input_dim", "decoder_output_dim"):
         if safe_getattr(args, name, None) is None:
             setattr(args, name, args.decoder_embed_dim)
@@ -78,7 +87,7 @@ def resolve_dims(args) -> None:
 
 def input_layer_width(args) -> int:
     """Width of the plain or adaptive embedding (the one a tied softmax shares): n with DeFINE."""
-    return args.define_dim if uses_define(args) else args.decoder_input_dim
+    return decoder_define_dim(args) if uses_define(args) else args.decoder_input_dim
 
 
 def build_lm_input_layer(args, dictionary) -> nn.Module:
@@ -122,9 +131,9 @@ def validate_lm_config(args, vocab_size: int) -> None:
                 f"--tie-adaptive-weights needs --adaptive-softmax-factor ({args.adaptive_softmax_factor}) equal to "
                 f"--adaptive-input-factor ({args.adaptive_input_factor})"
             )
-        adaptive_width = args.define_dim if uses_define(args) else args.decoder_embed_dim
+        adaptive_width = decoder_define_dim(args) if uses_define(args) else args.decoder_embed_dim
         if args.decoder_output_dim != adaptive_width:
-            flag = "--define-dim" if uses_define(args) else "--decoder-embed-dim"
+            flag = define_flag(args) if uses_define(args) else "--decoder-embed-dim"
             raise ValueError(
                 f"--tie-adaptive-weights shares the adaptive input's projections, which end at {flag} "
                 f"({adaptive_width}): --decoder-output-dim ({args.decoder_output_dim}) must equal it"
@@ -137,7 +146,7 @@ def validate_lm_config(args, vocab_size: int) -> None:
             "layers use --tie-adaptive-weights instead"
         )
     if args.share_decoder_input_output_embed and input_layer_width(args) != args.decoder_output_dim:
-        flag = "--define-dim" if uses_define(args) else "--decoder-input-dim"
+        flag = define_flag(args) if uses_define(args) else "--decoder-input-dim"
         raise ValueError(
             f"--share-decoder-input-output-embed needs {flag} ({input_layer_width(args)}) equal to "
             f"--decoder-output-dim ({args.decoder_output_dim})"

@@ -157,6 +157,41 @@ class AdaptiveSoftmax(nn.Module):
         counts = counts.index_add(0, cluster, keep.long())
         return nll.sum(), per_cluster, counts
 
+    def label_smoothed_loss(
+        self, input: Tensor, target: Tensor, ignore_index: int, epsilon: float
+    ) -> Tuple[Tensor, Tensor]:
+        """Label-smoothed loss and plain NLL, both summed in fp32, with fairseq's smoothing
+        (``label_smoothed_nll_loss``): ``(1 - eps - eps/(V-1)) * nll + eps/(V-1) * sum_w -log p(w)``.
+
+        The smoothing term needs every word's log-probability, but only through sums: within cluster ``c`` with
+        logits ``z`` (size ``|c|``) and head log-probability ``p_c``, ``sum_w log p(w) = |c| p_c + sum(z) - |c| lse(z)``,
+        so each cluster's logits are reduced on the spot (never a ``V``-wide row) and computed once for both terms
+        (one dropout mask). Every cluster runs on every position: no host synchronisation, every parameter in the
+        graph (DDP-safe).
+        """
+        x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
+        target = target.reshape(-1)
+        keep = target != ignore_index
+        acc = torch.promote_types(input.dtype, torch.float32)
+        cluster = self.cluster_of(target)
+        head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
+        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1).clamp(max=head_logp.size(1) - 1)
+        nll = -head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
+        smooth = -head_logp[:, : self.cutoff[0]].sum(-1)
+        for i, tail in enumerate(self.tail):
+            start, end = self.cutoff[i], self.cutoff[i + 1]
+            z = tail(x).to(acc)
+            lse = torch.logsumexp(z, dim=-1)
+            size = end - start
+            smooth = smooth - (size * head_logp[:, self.cutoff[0] + i] + z.sum(-1) - size * lse)
+            local = (target - start).clamp(0, size - 1)
+            word_logp = z.gather(1, local.unsqueeze(1)).squeeze(1) - lse
+            nll = nll - torch.where(cluster == i + 1, word_logp, torch.zeros_like(word_logp))
+        nll = nll.masked_fill(~keep, 0.0).sum()
+        smooth = smooth.masked_fill(~keep, 0.0).sum()
+        eps_i = epsilon / (self.vocab_size - 1)
+        return (1.0 - epsilon - eps_i) * nll + eps_i * smooth, nll
+
     def forward(self, input: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
         """Summed negative log-likelihood (fp32 scalar) of ``target`` under the layer."""
         return self.loss(input, target, ignore_index)[0]

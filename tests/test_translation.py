@@ -1,0 +1,206 @@
+"""adaptive_transformer: every input-layer kind through fairseq's real translation entry points (preprocess with our
+script -> fairseq-train -> checkpoint -> resume -> fairseq-generate with beam search and BLEU), incremental decoding
+equal to full decoding, normalised output distributions, the label-smoothed adaptive loss against fairseq's formula,
+parameter counts and bad flags."""
+
+import gzip
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from fairseq import checkpoint_utils, options, tasks
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
+from fairseq.models import ARCH_MODEL_REGISTRY
+from fairseq_cli import generate, train
+
+from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
+
+from .conftest import ROOT, USER_DIR, run_cli
+from .test_scripts import load_script
+
+SAMPLE = ROOT / "data" / "mt-sample"
+
+
+@pytest.fixture(scope="session")
+def mt_data(tmp_path_factory):
+    """A joined-dictionary corpus cut from the bundled English-German sample, prepared by scripts/prepare_mt.py."""
+    root = tmp_path_factory.mktemp("mt")
+    raw = root / "raw"
+    raw.mkdir()
+    for split, n in (("train", 4000), ("valid", 64), ("test", 61)):
+        with gzip.open(SAMPLE / f"{split}.tsv.gz", "rt", encoding="utf-8") as f:
+            lines = [next(f) for _ in range(n)]
+        (raw / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
+    load_script("prepare_mt").main([str(raw), str(root / "bin"), "--vocab-size", "1000", "--workers", "1"])
+    return root / "bin"
+
+
+def cutoff(data):
+    return (data / "cutoffs.txt").read_text().strip()
+
+
+def kinds(data):
+    cut = cutoff(data)
+    adaptive = ["--adaptive-input", "--encoder-adaptive-input", "--adaptive-input-cutoff", cut]
+    tied_softmax = ["--adaptive-softmax-cutoff", cut, "--tie-adaptive-weights", "--tie-adaptive-proj"]
+    define = ["--encoder-define-dim", "16", "--decoder-define-dim", "16", "--define-expand-dim", "64",
+              "--define-max-groups", "4"]
+    return {
+        "standard": ["--share-all-embeddings"],
+        "standard, separate embeddings": [],
+        "adaptive, tied adaptive softmax": ["--share-all-embeddings", *adaptive, *tied_softmax],
+        "adaptive, untied adaptive softmax": [*adaptive, "--adaptive-softmax-cutoff", cut],
+        "define over standard": ["--share-all-embeddings", *define],
+        "define over adaptive, tied": ["--share-all-embeddings", *adaptive, *tied_softmax, *define],
+    }
+
+
+TRAIN = ["--user-dir", USER_DIR, "--cpu", "--task", "translation", "--arch", "adaptive_transformer_tiny",
+         "--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam",
+         "--lr", "0.003", "--max-tokens", "1024", "--no-progress-bar", "--num-workers", "0", "--seed", "1"]
+
+
+def generate_bleu(data, checkpoint, capsys):
+    capsys.readouterr()
+    run_cli(generate.cli_main, [data, "--user-dir", USER_DIR, "--cpu", "--path", checkpoint, "--beam", "4",
+                                "--max-tokens", "2048", "--max-len-b", "20", "--remove-bpe", "sentencepiece",
+                                "--scoring", "sacrebleu", "--num-workers", "0"])
+    out = capsys.readouterr().out
+    hypotheses = [line for line in out.splitlines() if line.startswith("H-")]
+    return out, hypotheses
+
+
+@pytest.mark.parametrize("kind", ["standard", "standard, separate embeddings", "adaptive, tied adaptive softmax",
+                                  "adaptive, untied adaptive softmax", "define over standard",
+                                  "define over adaptive, tied"])
+def test_train_checkpoint_generate(mt_data, tmp_path, capsys, kind):
+    ckpt = tmp_path / "ckpt"
+    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)[kind], "--save-dir", ckpt, "--max-update", "6"])
+    state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert math.isfinite(state["extra_state"]["best"])
+    out, hypotheses = generate_bleu(mt_data, ckpt / "checkpoint_last.pt", capsys)
+    assert len(hypotheses) == 61  # every test sentence translated (no batch dropped for its size)
+    assert "BLEU" in out
+
+
+def test_resume_from_checkpoint(mt_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    flags = [mt_data, *TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir", ckpt]
+    run_cli(train.cli_main, [*flags, "--max-update", "4"])
+    run_cli(train.cli_main, [*flags, "--max-update", "7"])
+    state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert state["optimizer_history"][-1]["num_updates"] == 7
+
+
+def build(data, *extra):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, [str(data), *TRAIN[:7], *extra])
+    task = tasks.setup_task(args)
+    return task.build_model(args), task
+
+
+@pytest.mark.parametrize("kind", ["adaptive, tied adaptive softmax", "define over adaptive, tied", "standard"])
+def test_incremental_decoding_equals_full_decoding(mt_data, kind):
+    torch.manual_seed(0)
+    model, task = build(mt_data, *kinds(mt_data)[kind])
+    model.eval()
+    src = torch.randint(4, len(task.source_dictionary), (2, 7))
+    prev = torch.randint(4, len(task.target_dictionary), (2, 5))
+    prev[:, 0] = task.target_dictionary.eos()
+    lengths = torch.tensor([7, 7])
+    with torch.no_grad():
+        enc = model.encoder(src, src_lengths=lengths)
+        full = model.get_normalized_probs(model.decoder(prev, encoder_out=enc), log_probs=True)
+        state = {}
+        steps = []
+        for t in range(prev.size(1)):
+            out = model.decoder(prev[:, : t + 1], encoder_out=enc, incremental_state=state)
+            steps.append(model.get_normalized_probs(out, log_probs=True))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+    # every row is a full distribution over the target vocabulary
+    torch.testing.assert_close(full.exp().sum(-1), torch.ones(2, 5), rtol=1e-5, atol=1e-5)
+
+
+def test_label_smoothed_adaptive_loss_equals_fairseqs_formula():
+    torch.manual_seed(0)
+    sm = AdaptiveSoftmax(500, 16, [50, 200], factor=2).double()
+    x = torch.randn(3, 7, 16, dtype=torch.double)
+    target = torch.randint(0, 500, (3, 7))
+    target[0, :2] = 1  # padding
+    loss, nll = sm.label_smoothed_loss(x, target, ignore_index=1, epsilon=0.1)
+    ref, ref_nll = label_smoothed_nll_loss(sm.get_log_prob(x).view(-1, 500), target.view(-1), 0.1, ignore_index=1)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(nll, ref_nll)
+    loss.backward()  # every cluster in the graph
+    assert all(p.grad is not None for p in sm.parameters())
+
+
+def build_meta(arch, vocab, *extra):
+    parser = options.get_training_parser()
+    args = options.parse_args_and_arch(parser, ["/nonexistent", "--task", "translation", "--arch", arch, *extra])
+    d = dictionary_of_size(vocab)
+    with torch.device("meta"):
+        return ARCH_MODEL_REGISTRY[arch].build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+
+
+def test_define_translation_parameter_count():
+    """adaptive_transformer_wmt_en_de_define at a 40,000-entry joined dictionary: fairseq's transformer_wmt_en_de
+    with shared embeddings, minus its V x 512 table, plus a V x 128 table, one DeFINE block (shared by both sides)
+    and the decoder's 512 -> 128 output projection."""
+    vocab = 40000
+    ours = build_meta("adaptive_transformer_wmt_en_de_define", vocab)
+    fairseq_base = build_meta("transformer_wmt_en_de", vocab, "--share-all-embeddings")
+    block = ours.encoder.embed_tokens.block_parameters()
+    assert ours.decoder.embed_tokens is ours.encoder.embed_tokens
+    expected = count_parameters(fairseq_base) - vocab * 512 + vocab * 128 + block + 512 * 128
+    assert count_parameters(ours) == expected
+    # the DeFINE paper reports 68M against 92M for its baseline; see README for what each count covers
+    assert count_parameters(ours) < count_parameters(fairseq_base) < 92e6
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--share-all-embeddings", "--encoder-define-dim", "16"], "--encoder-define-dim \\(16\\) must equal "
+                                                               "--decoder-define-dim"),
+    (["--adaptive-input", "--share-all-embeddings", "--encoder-adaptive-input"], "needs --adaptive-input-cutoff"),
+    (["--share-all-embeddings", "--adaptive-input"], "--encoder-adaptive-input \\(False\\) must equal"),
+])
+def test_bad_flags_name_the_fix(mt_data, extra, message):
+    with pytest.raises(ValueError, match=message):
+        build(mt_data, *extra)
+
+
+def test_share_all_needs_a_joined_dictionary(mt_data, tmp_path):
+    data = tmp_path / "bin"
+    data.mkdir()
+    for f in mt_data.iterdir():
+        (data / f.name).symlink_to(f)
+    (data / "dict.de.txt").unlink()
+    lines = (mt_data / "dict.de.txt").read_text().splitlines()
+    (data / "dict.de.txt").write_text("\n".join(lines[:-8]) + "\n")  # a different target dictionary
+    with pytest.raises(ValueError, match="needs a joined dictionary"):
+        build(data, "--share-all-embeddings")
+
+
+def test_checkpoint_loads_for_generation_without_key_errors(mt_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)["adaptive, tied adaptive softmax"], "--save-dir", ckpt,
+                             "--max-update", "2"])
+    models, _ = checkpoint_utils.load_model_ensemble([str(ckpt / "checkpoint_last.pt")],
+                                                     arg_overrides={"data": str(mt_data)}, strict=True)
+    sm = models[0].decoder.adaptive_softmax
+    assert sm.head_words is models[0].encoder.embed_tokens.embeddings[0][0].weight  # tying survives loading
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_batching_keeps_the_last_partial_batch(multiple):
+    import numpy as np
+    from fairseq.data import data_utils
+
+    sizes = np.full(61, 20)
+    batches = data_utils.batch_by_size(np.arange(61)[::-1].copy(), lambda i: sizes[i], max_tokens=400,
+                                       required_batch_size_multiple=multiple, num_tokens_vec=sizes)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(61))  # fairseq alone returns 56 of them when multiple=8
+    assert all(len(b) % multiple == 0 for b in batches[:-1])
