@@ -99,7 +99,7 @@ def main(argv=None):
         staging = args.dest.with_name(args.dest.name + ".partial")
         if staging.exists():
             sys.exit(f"{staging} exists (an interrupted run?): remove it and retry")
-        cmd = ["fairseq-preprocess", "--source-lang", args.src, "--target-lang", args.tgt,
+        cmd = [sys.executable, "-m", "fairseq_cli.preprocess", "--source-lang", args.src, "--target-lang", args.tgt,
                "--trainpref", tmp / "train.spm", "--validpref", tmp / "valid.spm", "--testpref", tmp / "test.spm",
                "--destdir", staging, "--joined-dictionary", "--workers", args.workers]
         done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)

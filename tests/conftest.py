@@ -1,4 +1,5 @@
 import gzip
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -7,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "lm-sample"
+MT_SAMPLE = ROOT / "data" / "mt-sample"
 USER_DIR = str(ROOT / "fairseq_adaptive")
 
 import fairseq_adaptive  # noqa: E402,F401  (registers our components before fairseq parses flags)
@@ -41,6 +43,29 @@ def lm_data(tmp_path_factory):
          "--testpref", root / "test.txt", "--destdir", root / "bin", "--workers", "1"],
     )
     return root / "bin"
+
+
+def load_script(name):
+    """A module from scripts/ (they are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def mt_data(tmp_path_factory):
+    """A joined-dictionary corpus cut from the bundled English-German sample, prepared by scripts/prepare_mt.py."""
+    root = tmp_path_factory.mktemp("mt")
+    raw = root / "raw"
+    raw.mkdir()
+    for split, n in (("train", 4000), ("valid", 64), ("test", 61)):
+        with gzip.open(MT_SAMPLE / f"{split}.tsv.gz", "rt", encoding="utf-8") as f:
+            lines = [next(f) for _ in range(n)]
+        (raw / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
+    load_script("prepare_mt").main([str(raw), str(root / "bin"), "--vocab-size", "1000", "--workers", "1"])
+    return root / "bin"
+
 
 
 @pytest.fixture(autouse=True)

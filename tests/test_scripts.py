@@ -1,22 +1,14 @@
 """scripts/plot_curves.py on real training logs."""
 
-import importlib.util
 import subprocess
 import sys
 
-from .conftest import ROOT, USER_DIR
+from .conftest import ROOT, USER_DIR, load_script
 
 
 def run_subprocess(argv):
     done = subprocess.run([sys.executable, "-m", "fairseq_cli.train", *map(str, argv)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_plot_curves_reads_json_logs_and_draws(lm_data, tmp_path, capsys):

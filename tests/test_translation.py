@@ -3,7 +3,6 @@ script -> fairseq-train -> checkpoint -> resume -> fairseq-generate with beam se
 equal to full decoding, normalised output distributions, the label-smoothed adaptive loss against fairseq's formula,
 parameter counts and bad flags."""
 
-import gzip
 import math
 from types import SimpleNamespace
 
@@ -17,25 +16,7 @@ from fairseq_cli import generate, train
 from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 
-from .conftest import ROOT, USER_DIR, run_cli
-from .test_scripts import load_script
-
-SAMPLE = ROOT / "data" / "mt-sample"
-
-
-@pytest.fixture(scope="session")
-def mt_data(tmp_path_factory):
-    """A joined-dictionary corpus cut from the bundled English-German sample, prepared by scripts/prepare_mt.py."""
-    root = tmp_path_factory.mktemp("mt")
-    raw = root / "raw"
-    raw.mkdir()
-    for split, n in (("train", 4000), ("valid", 64), ("test", 61)):
-        with gzip.open(SAMPLE / f"{split}.tsv.gz", "rt", encoding="utf-8") as f:
-            lines = [next(f) for _ in range(n)]
-        (raw / f"{split}.tsv").write_text("".join(lines), encoding="utf-8")
-    load_script("prepare_mt").main([str(raw), str(root / "bin"), "--vocab-size", "1000", "--workers", "1"])
-    return root / "bin"
-
+from .conftest import USER_DIR, run_cli
 
 def cutoff(data):
     return (data / "cutoffs.txt").read_text().strip()

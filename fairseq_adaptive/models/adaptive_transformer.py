@@ -7,7 +7,7 @@ decoder scores with a full softmax or our adaptive softmax, tied to its input la
 fairseq's own ``transformer`` always builds plain embeddings (its ``build_embedding``), so none of this is reachable
 there.
 
-Architectures: ``adaptive_transformer_tiny`` (tests, CPU demos), and the WMT'14 En-De base and big Transformers
+Architectures: ``adaptive_transformer_tiny`` (tests), ``adaptive_transformer_small`` (CPU example), and the WMT'14 En-De base and big Transformers
 with DeFINE on both sides as in the DeFINE paper's translation experiments (n=128, k=1024, N=3).
 """
 
@@ -139,6 +139,15 @@ def adaptive_transformer_tiny(args):
     _set(args, encoder_layers=1, decoder_layers=1, encoder_embed_dim=32, decoder_embed_dim=32,
          encoder_ffn_embed_dim=64, decoder_ffn_embed_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
          dropout=0.0)
+    _fill_defaults(args)
+
+
+@register_model_architecture("adaptive_transformer", "adaptive_transformer_small")
+def adaptive_transformer_small(args):
+    """Two blocks each side, width 256, FFN 1024, 4 heads, dropout 0.1: the README's CPU example."""
+    _set(args, encoder_layers=2, decoder_layers=2, encoder_embed_dim=256, decoder_embed_dim=256,
+         encoder_ffn_embed_dim=1024, decoder_ffn_embed_dim=1024, encoder_attention_heads=4, decoder_attention_heads=4,
+         dropout=0.1)
     _fill_defaults(args)
 
 
