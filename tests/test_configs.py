@@ -23,6 +23,7 @@ PAPER_CONFIGS = {
     "wikitext103_asm": ("adaptive_lm_wiki103_asm", 267744, *BAEVSKI),
     "wikitext103_adp": ("adaptive_lm_wiki103_adp", 267744, *BAEVSKI),
     "wikitext103_adp_t": ("adaptive_lm_wiki103_adp_t", 267744, *BAEVSKI),
+    "billion_word_adp_t": ("adaptive_lm_gbw_adp_t", 793472, *BAEVSKI),
     "wikitext103_define": ("adaptive_lm_wiki103_define", 267744, *TRANSFORMER_XL),
     "wikitext103_define_std": ("adaptive_lm_wiki103_define_std_n128", 267744, *TRANSFORMER_XL),
 }

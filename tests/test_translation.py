@@ -185,3 +185,20 @@ def test_batching_keeps_the_last_partial_batch(multiple):
     flat = np.concatenate(batches)
     assert sorted(flat.tolist()) == list(range(61))  # fairseq alone returns 56 of them when multiple=8
     assert all(len(b) % multiple == 0 for b in batches[:-1])
+
+
+def test_interactive_translates_raw_text_with_the_sentencepiece_model(mt_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "ckpt"
+    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir", ckpt,
+                             "--max-update", "2"])
+    exe = os.path.join(os.path.dirname(sys.executable), "fairseq-interactive")
+    done = subprocess.run([exe, str(mt_data), "--user-dir", USER_DIR, "--cpu", "--path", str(ckpt / "checkpoint_last.pt"),
+                           "--source-lang", "en", "--target-lang", "de", "--bpe", "sentencepiece",
+                           "--sentencepiece-model", str(mt_data / "spm.model"), "--beam", "4", "--max-len-b", "8"],
+                          input="Open the file.\nThe window is closed.\n", capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [line.split("\t")[0] for line in done.stdout.splitlines() if line.startswith("H-")] == ["H-0", "H-1"]

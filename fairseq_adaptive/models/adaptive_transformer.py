@@ -124,6 +124,10 @@ def _fill_defaults(args) -> None:
                ("tie_adaptive_weights", "share_all_embeddings", "share_decoder_input_output_embed"))
     if args.decoder_define_dim and tied:
         args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", None) or args.decoder_define_dim
+    if args.encoder_define_dim or args.decoder_define_dim:
+        # DeFINE's output is already at model scale (a LayerNorm'd expansion, then a dense reduction): fairseq's
+        # sqrt(m) embedding scale, meant for N(0, 1/m) tables, would inflate it (unless asked for explicitly)
+        _set(args, no_scale_embedding=True)
     base_architecture(args)
 
 

@@ -23,8 +23,10 @@ def _base(args) -> None:
     tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
         args, "share_decoder_input_output_embed", False
     )
-    if safe_getattr(args, "define_dim", None) and tied:
-        _set(args, decoder_output_dim=args.define_dim)
+    if safe_getattr(args, "define_dim", None):
+        _set(args, no_scale_embedding=True)  # as in the translation model: DeFINE's output needs no sqrt(m) scale
+        if tied:
+            _set(args, decoder_output_dim=args.define_dim)
     # fairseq adds model flags without defaults (archs fill them): fill ours from the dataclass
     own = set(AdaptiveLMConfig.__dataclass_fields__) - set(TransformerLanguageModelConfig.__dataclass_fields__)
     _set(args, **{name: AdaptiveLMConfig.__dataclass_fields__[name].default for name in sorted(own)})
