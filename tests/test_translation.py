@@ -202,3 +202,23 @@ def test_interactive_translates_raw_text_with_the_sentencepiece_model(mt_data, t
                           input="Open the file.\nThe window is closed.\n", capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert [line.split("\t")[0] for line in done.stdout.splitlines() if line.startswith("H-")] == ["H-0", "H-1"]
+
+
+def test_every_parameter_gets_a_gradient_when_the_tails_are_empty(mt_data):
+    """What PyTorch DDP needs with find_unused_parameters=False: a batch whose targets all sit in the head still puts
+    every parameter (tail tables and projections included) in the graph of the label-smoothed loss."""
+    from fairseq_adaptive.criterions.adaptive_label_smoothed_cross_entropy import (
+        AdaptiveLabelSmoothedCrossEntropyCriterion,
+    )
+
+    model, task = build(mt_data, *kinds(mt_data)["adaptive, untied adaptive softmax"])
+    head = int(cutoff(mt_data).split(",")[0])
+    tokens = torch.randint(4, head, (3, 6))
+    target = torch.randint(4, head, (3, 6))
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": torch.full((3,), 6), "prev_output_tokens": tokens},
+              "target": target, "ntokens": target.numel()}
+    criterion = AdaptiveLabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    loss, _, logging = criterion(model, sample)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing and math.isfinite(float(loss)) and float(logging["nll_loss"]) < float(loss)
