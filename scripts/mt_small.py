@@ -58,7 +58,8 @@ def main():
     results = []
     for name in args.rows.split(","):
         save, train_log, gen_log = work / name, work / f"{name}.train.log", work / f"{name}.test.log"
-        if not args.summarize_only:
+        trained = train_log.exists() and "done training" in train_log.read_text()
+        if not args.summarize_only and not trained:
             run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", "--task", "translation",
                  "--arch", "adaptive_transformer_tiny", *BODY, *rows(cutoff)[name],
                  "--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
@@ -66,8 +67,10 @@ def main():
                  "inverse_sqrt", "--warmup-updates", "100", "--clip-norm", "1.0", "--max-tokens", "4096",
                  "--max-update", args.updates, "--save-dir", save, "--no-epoch-checkpoints",
                  "--log-format", "json", "--log-interval", "20", "--no-progress-bar", "--seed", "1"], train_log)
+        if not args.summarize_only:
             run(["fairseq-generate", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
                  "--path", save / "checkpoint_best.pt", "--beam", "4", "--max-tokens", "8192",
+                 "--max-len-a", "1.5", "--max-len-b", "10",
                  "--remove-bpe", "sentencepiece", "--scoring", "sacrebleu"], gen_log)
         s = summary(read_log(train_log), None)
         bleu = float(_BLEU.findall(gen_log.read_text())[-1])
