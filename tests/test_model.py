@@ -162,6 +162,45 @@ def test_chunked_softmax_flag_gives_the_same_loss(lm_data):
     torch.testing.assert_close(losses[0], losses[1])
 
 
+def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
+    """The SDPA route and fairseq's masked attention: same outputs and gradients from the same weights; the route
+    is taken for full sequences and left for padded batches and incremental decoding."""
+    from fairseq.modules import MultiheadAttention
+
+    from fairseq_adaptive.models.causal_attention import CausalSelfAttention
+
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 400, (2, 9))
+    runs = []
+    for flag in ((), ("--no-causal-sdpa",)):
+        model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0", "--attention-dropout", "0", *flag)
+        kinds = {type(layer.self_attn) for layer in model.decoder.layers}
+        assert kinds == ({MultiheadAttention} if flag else {CausalSelfAttention})
+        if runs:
+            model.load_state_dict(runs[0][0])
+        out = model(tokens)[0]
+        out.pow(2).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        runs.append((model.state_dict(), out.detach(), grads))
+    torch.testing.assert_close(runs[0][1], runs[1][1], atol=1e-5, rtol=1e-5)
+    assert runs[0][2].keys() == runs[1][2].keys()
+    for name in runs[0][2]:
+        torch.testing.assert_close(runs[0][2][name], runs[1][2][name], atol=1e-5, rtol=1e-4, msg=name)
+
+    model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0")
+    taken = []
+    monkeypatch.setattr(CausalSelfAttention, "causal_forward",
+                        lambda self, x, _f=CausalSelfAttention.causal_forward: taken.append(1) or _f(self, x))
+    model.eval()
+    model(tokens)
+    assert len(taken) == len(model.decoder.layers)
+    padded = tokens.clone()
+    padded[0, -2:] = model.decoder.padding_idx
+    model(padded)
+    model.decoder(tokens[:, :3], incremental_state={})
+    assert len(taken) == len(model.decoder.layers), "padded or incremental calls must take fairseq's path"
+
+
 def test_scoring_path_gathers_the_same_target_log_probs(lm_data):
     """fairseq's scorers call get_normalized_probs(sample=...) and gather the target: the stride-0 target-only
     result must give what gathering the full distribution gives."""

@@ -21,12 +21,34 @@ from torch import nn
 
 from ..modules.adaptive_softmax import AdaptiveSoftmax
 from ..modules.define import DeFINE
+from .causal_attention import use_causal_attention
 from .input_layers import AUTO, DefineConfig, adaptive_input_of, build_input_layer, define_options, parse_cutoff
 
 __all__ = ["AUTO", "AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel", "parse_cutoff"]
 
 @dataclass
-class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig):
+class FastPathConfig:
+    """Speed switches shared by ``adaptive_lm`` and ``adaptive_transformer``; each keeps the math unchanged."""
+
+    adaptive_softmax_chunk: int = field(
+        default=0,
+        metadata={
+            "help": "score the adaptive softmax's targets in chunks of this many classes, recomputing logits in "
+            "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
+        },
+    )
+    no_causal_sdpa: bool = field(
+        default=False,
+        metadata={
+            "help": "run the decoder's self-attention through fairseq's MultiheadAttention with an explicit future "
+            "mask instead of scaled_dot_product_attention(is_causal=True) (same math; the latter reaches the "
+            "flash kernels)"
+        },
+    )
+
+
+@dataclass
+class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig, FastPathConfig):
     # fairseq's dataclass defaults these to 512 whatever the width, which silently adds projections to any
     # config that sets --decoder-embed-dim alone (hydra configs); None means "the decoder width".
     decoder_input_dim: Optional[int] = field(
@@ -34,13 +56,6 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig):
     )
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "decoder output dimension (the softmax input width)"}
-    )
-    adaptive_softmax_chunk: int = field(
-        default=0,
-        metadata={
-            "help": "score the adaptive softmax's targets in chunks of this many classes, recomputing logits in "
-            "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
-        },
     )
     define_dim: Optional[int] = field(
         default=None,
@@ -159,13 +174,16 @@ class AdaptiveDecoder(TransformerDecoder):
     """fairseq's Transformer decoder whose adaptive softmax is ours (fp32 loss, DDP-safe, target-only scoring).
 
     fairseq drops the projection from the decoder width to ``--decoder-output-dim`` whenever adaptive weights are
-    tied; DeFINE scores at its narrow width n < m through exactly that projection, so we keep it.
+    tied; DeFINE scores at its narrow width n < m through exactly that projection, so we keep it. Its
+    full-sequence self-attention runs through causal SDPA (``causal_attention.py``) unless ``--no-causal-sdpa``.
     """
 
     def __init__(self, args, dictionary, embed_tokens, no_encoder_attn=False):
         super().__init__(args, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn)
         if self.project_out_dim is None and self.embed_dim != self.output_embed_dim:
             self.project_out_dim = Linear(self.embed_dim, self.output_embed_dim, bias=False)
+        if not safe_getattr(args, "no_causal_sdpa", False):
+            use_causal_attention(self)
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         """With a ``sample`` holding targets (fairseq's scorers: eval-lm, --score-reference), only the targets'

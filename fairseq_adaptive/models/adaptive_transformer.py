@@ -19,12 +19,12 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.utils import safe_getattr
 
-from .adaptive_lm import AdaptiveDecoder, resolve_dims, validate_lm_config
+from .adaptive_lm import AdaptiveDecoder, FastPathConfig, resolve_dims, validate_lm_config
 from .input_layers import DEFINE_DEFAULTS, DefineConfig, build_input_layer, define_options, parse_cutoff
 
 
 @dataclass
-class AdaptiveTransformerConfig(DefineConfig):
+class AdaptiveTransformerConfig(DefineConfig, FastPathConfig):
     """Our flags on top of fairseq's ``transformer`` ones (``--adaptive-input`` is fairseq's flag for the decoder)."""
 
     encoder_adaptive_input: bool = field(default=False, metadata={"help": "adaptive input on the encoder side"})
@@ -44,9 +44,6 @@ class AdaptiveTransformerConfig(DefineConfig):
         default=None,
         metadata={"help": "DeFINE on the decoder side: embedding width n; a tied output layer then scores at n "
                           "through an m -> n projection (unset: no DeFINE)"},
-    )
-    adaptive_softmax_chunk: int = field(
-        default=0, metadata={"help": "score adaptive-softmax targets in chunks of this many classes (0: off)"}
     )
 
 
