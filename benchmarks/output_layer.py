@@ -11,6 +11,7 @@ Prints a markdown table and writes --json (default benchmarks/results/output_lay
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from fairseq.modules import AdaptiveInput as FairseqAdaptiveInput
 from fairseq.modules import AdaptiveSoftmax as FairseqAdaptiveSoftmax
 
-from fairseq_adaptive.modules import AdaptiveInput, AdaptiveSoftmax
+from fairseq_adaptive.modules import AdaptiveInput, AdaptiveSoftmax, triton_cross_entropy
 
 
 def zipf_targets(n: int, vocab: int, device) -> torch.Tensor:
@@ -36,12 +37,23 @@ def fairseq_adaptive_loss(sm, x, target):
     return sum(F.cross_entropy(o, t, reduction="sum") for o, t in zip(logits, targets) if o is not None)
 
 
+def without_triton(module, x, target):
+    """The same layer with the PyTorch elementwise code in place of the Triton kernel."""
+    os.environ["FAIRSEQ_ADAPTIVE_NO_TRITON"] = "1"
+    try:
+        return module(x, target)
+    finally:
+        del os.environ["FAIRSEQ_ADAPTIVE_NO_TRITON"]
+
+
 def build(args, dtype, device):
     cut = [int(c) for c in args.cutoff.split(",")]
     impls = {}
     ours_in = AdaptiveInput(args.vocab, 1, args.dim, 4.0, args.dim, cut).to(device, dtype)
     ours = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True).to(device, dtype)
     impls["ours (tied)"] = (ours, lambda x, t: ours(x, t))
+    if device.type == "cuda" and triton_cross_entropy.available():
+        impls["ours, no Triton kernel (tied)"] = (ours, lambda x, t: without_triton(ours, x, t))
     chunked = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True, chunk_size=args.chunk)
     chunked = chunked.to(device, dtype)
     chunked.load_state_dict(ours.state_dict())

@@ -12,6 +12,9 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then exit 0; fi
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip install -q -c "$C")
 "${PIP[@]}" torch==2.13.0
+# Triton (pinned in the constraints): its CPU interpreter runs the fused-loss kernel in the tests; CUDA builds of
+# torch bring their own, which is then kept.
+"$VENV/bin/python" -c "import triton" 2>/dev/null || "${PIP[@]}" --no-deps triton
 "${PIP[@]}" cython numpy setuptools wheel
 "${PIP[@]}" -r "$ROOT/requirements/base.txt"
 "$VENV/bin/python" -c "import fairseq" 2>/dev/null || \

@@ -84,6 +84,8 @@ def test_log_prob_rows_sum_to_one_and_target_only_matches_full(tied, tie_proj):
     torch.testing.assert_close(full.exp().sum(-1), torch.ones(3, 9, dtype=torch.float64))
     expected = full.gather(-1, target.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(sm.target_log_prob(x, target), expected)
+    with torch.no_grad():  # the blockwise scoring path (fairseq-eval-lm)
+        torch.testing.assert_close(sm.target_log_prob(x, target), expected)
     scored = sm.get_log_prob(x, target).gather(-1, target.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(scored, expected)
     torch.testing.assert_close(sm(x, target), -expected.sum())

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
 from .chunked_cross_entropy import chunked_target_log_prob
+from .linear_cross_entropy import linear_cross_entropy
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -139,6 +140,12 @@ class AdaptiveSoftmax(nn.Module):
         bounds = target.new_tensor(self.cutoff[:-1])
         return torch.bucketize(target, bounds, right=True)
 
+    def partition(self, cluster: Tensor) -> Tuple[Tensor, ...]:
+        """Row indices of each cluster (head first, each possibly empty), at the cost of one host synchronisation
+        for all clusters together (the sizes)."""
+        sizes = torch.bincount(cluster, minlength=self.n_clusters + 1).tolist()
+        return torch.argsort(cluster, stable=True).split(sizes)
+
     # ---------------------------------------------------------------- training
     def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
         """Summed negative log-likelihood of ``target`` (fp32 scalar), and per cluster (head first, fp32 vector
@@ -150,12 +157,31 @@ class AdaptiveSoftmax(nn.Module):
         """
         target = target.reshape(-1)
         keep = target != ignore_index
-        nll = -self.target_log_prob(_dropout(input, self.dropout, self.training), target).masked_fill(~keep, 0.0)
+        x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
         cluster = self.cluster_of(target)
-        per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll.detach())
+        if self.chunk_size > 0 or self.head_proj is not None:
+            nll = -self.target_log_prob(x, target).masked_fill(~keep, 0.0)
+            total, nll = nll.sum(), nll.detach()
+        else:
+            total, nll = self.blockwise_nll(x, target, keep, cluster)
+        per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll)
         counts = torch.zeros(self.n_clusters + 1, dtype=torch.long, device=target.device)
         counts = counts.index_add(0, cluster, keep.long())
-        return nll.sum(), per_cluster, counts
+        return total, per_cluster, counts
+
+    def blockwise_nll(self, x: Tensor, target: Tensor, keep: Tensor, cluster: Tensor) -> Tuple[Tensor, Tensor]:
+        """``N x d`` -> (summed NLL of the kept positions, with gradients; ``N`` per-position NLL, 0 where not kept,
+        without), the head and each tail through :func:`linear_cross_entropy` (no full logit matrix)."""
+        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
+        total, nll = linear_cross_entropy(x, self.head_weight(), head_target, keep)
+        for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
+            tail_loss, tail_nll = linear_cross_entropy(
+                tail.hidden(x.index_select(0, rows)), tail.words, target.index_select(0, rows) - self.cutoff[i],
+                keep.index_select(0, rows),
+            )
+            total = total + tail_loss
+            nll = nll.index_add(0, rows, tail_nll)
+        return total, nll.masked_fill(~keep, 0.0)
 
     def label_smoothed_loss(
         self, input: Tensor, target: Tensor, ignore_index: int, epsilon: float
@@ -210,14 +236,13 @@ class AdaptiveSoftmax(nn.Module):
         head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
         out = head_logp.new_zeros(x.size(0), self.vocab_size)
         out[:, : self.cutoff[0]] = head_logp[:, : self.cutoff[0]]
-        cluster = None if target is None else self.cluster_of(target.reshape(-1))
-        for i, tail in enumerate(self.tail):
+        groups = [None] * self.n_clusters if target is None else self.partition(self.cluster_of(target.reshape(-1)))[1:]
+        for i, (tail, rows) in enumerate(zip(self.tail, groups)):
             start, end = self.cutoff[i], self.cutoff[i + 1]
             prior = head_logp[:, self.cutoff[0] + i]
-            if cluster is None:
+            if rows is None:
                 out[:, start:end] = F.log_softmax(tail(x).to(acc), dim=-1) + prior.unsqueeze(1)
             else:
-                rows = (cluster == i + 1).nonzero().squeeze(1)
                 logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1)
                 out[rows, start:end] = logp + prior.index_select(0, rows).unsqueeze(1)
         return out.view(*lead, self.vocab_size)
@@ -235,13 +260,16 @@ class AdaptiveSoftmax(nn.Module):
         cluster = self.cluster_of(target)
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
         chunked = self.chunk_size > 0 and acc == torch.float32
+        if not (chunked or torch.is_grad_enabled() or self.head_proj is not None):
+            # scoring (fairseq-eval-lm runs without autograd): block by block, the Triton kernel on CUDA
+            keep = torch.ones_like(target, dtype=torch.bool)
+            return -self.blockwise_nll(x, target, keep, cluster)[1].view(lead)
         if chunked and self.head_proj is None:
             score = chunked_target_log_prob(x, self.head_weight(), head_target, self.chunk_size)
         else:
             # cross_entropy's fused backward (softmax - onehot) avoids a second N x C buffer of log_softmax + gather
             score = -F.cross_entropy(self.head(x).to(acc), head_target, reduction="none")
-        for i, tail in enumerate(self.tail):
-            rows = (cluster == i + 1).nonzero().squeeze(1)
+        for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
             local = target.index_select(0, rows) - self.cutoff[i]
             if chunked:
                 logp = chunked_target_log_prob(tail.hidden(x.index_select(0, rows)), tail.words, local, self.chunk_size)

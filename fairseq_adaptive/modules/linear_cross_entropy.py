@@ -1,0 +1,110 @@
+"""Summed cross-entropy of ``softmax(x W^T)`` with its gradients computed during the forward pass, a block of rows
+at a time, so the ``N x C`` logit matrix never exists whole.
+
+For a summed loss the gradient with respect to the logits of row ``i`` is ``softmax(z_i) - onehot(t_i)`` times the
+(scalar) incoming gradient, so it can be formed as soon as the row's log-sum-exp is known: each block of rows is
+multiplied out (one GEMM), reduced to its loss and turned into its logit gradient in place (one elementwise pass,
+a Triton kernel on CUDA), then multiplied back into ``grad_x`` and ``grad_W`` (two GEMMs). Backward only scales the
+stored gradients. This is the fused linear cross-entropy of Liger-Kernel (Hsu et al. 2024, arXiv 2410.10989) and
+the blockwise idea of Cut Cross-Entropy (Wijmans et al. 2024, arXiv 2411.09009): three GEMMs in all (no recomputation),
+extra memory ``block x C`` plus the gradients, losses and log-sum-exp in fp32 whatever the input dtype.
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import triton_cross_entropy
+
+# rows per block: about this many logits at a time (64 MiB in fp32); at least one row
+BLOCK_ELEMENTS = 1 << 24
+
+
+def rows_per_block(num_rows: int, num_classes: int, block_elements: int = BLOCK_ELEMENTS) -> int:
+    return max(1, min(num_rows, block_elements // max(num_classes, 1)))
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for half types and fp32, fp64 kept (exact comparisons in tests)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def cross_entropy_rows_(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tensor:
+    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` bool -> ``r`` NLL in
+    :func:`accumulation_dtype`.
+
+    With ``grad``, ``logits`` is overwritten with ``(softmax - onehot(target))`` for kept rows and 0 for the others
+    (the logit gradient of the summed loss), in its own dtype."""
+    if logits.is_cuda and logits.dtype != torch.float64 and triton_cross_entropy.available():
+        return triton_cross_entropy.cross_entropy_rows_(logits, target, keep, grad)
+    z = logits.to(accumulation_dtype(logits.dtype))
+    lse = torch.logsumexp(z, dim=1)
+    nll = lse - z.gather(1, target.unsqueeze(1)).squeeze(1)
+    if grad:
+        z = z.sub_(lse.unsqueeze(1)).exp_() if z is logits else torch.exp(z - lse.unsqueeze(1))
+        z.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, -1.0).unsqueeze(1))
+        z.mul_(keep.unsqueeze(1))
+        if z is not logits:
+            logits.copy_(z)
+    return nll
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int):
+        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        acc = accumulation_dtype(x.dtype)
+        nll = torch.empty(x.size(0), dtype=acc, device=x.device)
+        grad_x = torch.empty_like(x) if want_x else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
+        for start in range(0, x.size(0), block):
+            end = min(start + block, x.size(0))
+            rows = x[start:end]
+            logits = rows @ weight.t()
+            nll[start:end] = cross_entropy_rows_(logits, target[start:end], keep[start:end], grad=want_x or want_w)
+            if want_x:
+                torch.mm(logits, weight, out=grad_x[start:end])
+            if want_w:
+                if grad_w.dtype == logits.dtype:
+                    grad_w.addmm_(logits.t(), rows)
+                else:
+                    grad_w += logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.weight_dtype = weight.dtype
+        loss = nll.masked_fill(~keep, 0.0).sum()
+        ctx.mark_non_differentiable(nll)
+        return loss, nll
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
+        grad_x, grad_w = ctx.saved_tensors
+        if grad_x is not None:
+            grad_x = grad_x * grad_loss.to(grad_x.dtype)
+        if grad_w is not None:
+            grad_w = (grad_w * grad_loss).to(ctx.weight_dtype)
+        return grad_x, grad_w, None, None, None
+
+
+def linear_cross_entropy(
+    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block_elements: int = BLOCK_ELEMENTS
+) -> Tuple[Tensor, Tensor]:
+    """``x: N x d``, ``weight: C x d``, ``target: N`` (indices into C), ``keep: N`` bool ->
+    (scalar ``sum_{kept i} -log softmax(x_i W^T)[t_i]``, ``N`` per-row NLL without gradient), both fp32 (fp64
+    for fp64 inputs).
+
+    The gradients are formed in the forward pass when autograd will need them; the result and the gradients
+    equal those of ``F.cross_entropy(x @ W.T, t, reduction="sum")`` over the kept rows, up to float rounding."""
+    if x.size(0) == 0:
+        # keep both inputs in the graph (zero gradients): an empty cluster still takes part in the step
+        empty = (x @ weight.t()).to(accumulation_dtype(x.dtype))
+        return empty.sum(), empty.sum(1).detach()
+    target = target.clamp(0, weight.size(0) - 1)
+    block = rows_per_block(x.size(0), weight.size(0), block_elements)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(x, weight, target, keep, block)
+    nll = torch.cat([
+        cross_entropy_rows_(x[s : s + block] @ weight.t(), target[s : s + block], keep[s : s + block], grad=False)
+        for s in range(0, x.size(0), block)
+    ])
+    return nll.masked_fill(~keep, 0.0).sum(), nll

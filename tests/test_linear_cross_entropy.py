@@ -1,0 +1,123 @@
+"""The fused linear cross-entropy (gradients formed in the forward pass, block by block) against autograd through
+a materialised ``F.cross_entropy``, and its Triton kernel (run by Triton's CPU interpreter) against the PyTorch code."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fairseq_adaptive.modules.linear_cross_entropy import cross_entropy_rows_, linear_cross_entropy
+
+
+def reference(x, w, t, keep):
+    nll = F.cross_entropy(x @ w.t(), t, reduction="none")
+    return nll.masked_fill(~keep, 0.0).sum(), nll
+
+
+def problem(n=37, c=53, d=8, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype, requires_grad=True)
+    w = torch.randn(c, d, generator=g, dtype=dtype, requires_grad=True)
+    t = torch.randint(0, c, (n,), generator=g)
+    keep = torch.rand(n, generator=g) > 0.2
+    return x, w, t, keep
+
+
+@pytest.mark.parametrize("block_elements", [1, 3 * 53, 10**9])  # one row per block, three rows, all rows at once
+def test_loss_and_gradients_equal_autograd(block_elements):
+    x, w, t, keep = problem()
+    assert not keep.all() and keep.any()
+    ref, ref_nll = reference(x, w, t, keep)
+    ref_grads = torch.autograd.grad(2.5 * ref, (x, w))  # a scale other than 1 reaches backward
+    got, got_nll = linear_cross_entropy(x, w, t, keep, block_elements=block_elements)
+    got_grads = torch.autograd.grad(2.5 * got, (x, w))
+    torch.testing.assert_close(got, ref)
+    torch.testing.assert_close(got_nll, ref_nll.detach())
+    assert not got_nll.requires_grad
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    assert got_grads[0][~keep].abs().max() == 0, "ignored rows must get no gradient"
+
+
+def test_bf16_within_rounding_of_fp32_and_accumulated_in_fp32():
+    x, w, t, keep = problem(n=256, c=1000, d=32, dtype=torch.float32)
+    ref, _ = reference(x, w, t, keep)
+    ref_gx, ref_gw = torch.autograd.grad(ref, (x, w))
+    xb = x.detach().bfloat16().requires_grad_()
+    wb = w.detach().bfloat16().requires_grad_()
+    got, nll = linear_cross_entropy(xb, wb, t, keep, block_elements=64 * 1000)
+    got.backward()
+    assert got.dtype == nll.dtype == torch.float32
+    assert xb.grad.dtype == wb.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=0)
+    torch.testing.assert_close(xb.grad.float(), ref_gx, rtol=5e-2, atol=5e-2)
+    torch.testing.assert_close(wb.grad.float(), ref_gw, rtol=5e-2, atol=5e-2)
+
+
+def test_empty_input_keeps_the_weight_in_the_graph():
+    x, w, t, keep = problem()
+    loss, nll = linear_cross_entropy(x[:0], w, t[:0], keep[:0])
+    loss.backward()
+    assert loss.item() == 0 and nll.shape == (0,)
+    assert w.grad is not None and torch.count_nonzero(w.grad) == 0
+
+
+def test_without_autograd_no_gradients_are_formed():
+    x, w, t, keep = problem()
+    with torch.no_grad():
+        loss, nll = linear_cross_entropy(x, w, t, keep, block_elements=100)
+    ref, ref_nll = reference(x.detach(), w.detach(), t, keep)
+    assert not loss.requires_grad
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(nll, ref_nll)
+
+
+def test_rows_helper_writes_the_logit_gradient_in_place():
+    x, w, t, keep = problem(dtype=torch.float32)
+    logits = (x @ w.t()).detach()
+    expected = (torch.softmax(logits, 1) - F.one_hot(t, logits.size(1))) * keep.unsqueeze(1)
+    nll = cross_entropy_rows_(logits, t, keep, grad=True)
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(nll, F.cross_entropy(x @ w.t(), t, reduction="none").detach())
+
+
+KERNEL_CHECK = textwrap.dedent(
+    """
+    import torch
+    from fairseq_adaptive.modules import triton_cross_entropy as kernel
+    from fairseq_adaptive.modules import linear_cross_entropy as lce
+    assert kernel.available()
+    torch.manual_seed(0)
+    worst = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        for classes in (5, 300, 5000):  # one partial block, several blocks of 4096 lanes
+            logits = (torch.randn(6, classes) * 4).to(dtype)
+            logits[3, 1] = 60.0  # a dominant logit
+            target = torch.randint(0, classes, (6,))
+            keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
+            ours, theirs = logits.clone(), logits.clone()
+            nll = kernel.cross_entropy_rows_(ours, target, keep, True)
+            kernel_off = lce.triton_cross_entropy.available
+            lce.triton_cross_entropy.available = lambda: False
+            ref = lce.cross_entropy_rows_(theirs, target, keep, True)
+            lce.triton_cross_entropy.available = kernel_off
+            plain = kernel.cross_entropy_rows_(logits.clone(), target, keep, False)
+            tol = 1e-5 if dtype == torch.float32 else 8e-3
+            torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(ours.float(), theirs.float(), rtol=0, atol=tol)
+            assert ours[2].abs().max() == 0
+    print("kernel ok")
+    """
+)
+
+
+def test_triton_kernel_equals_pytorch_rows():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    proc = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
