@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Output layer + loss, forward and backward: ours beside fairseq's built-in adaptive softmax (+ adaptive_loss),
 torch.nn.AdaptiveLogSoftmaxWithLoss and a full softmax, tied to an adaptive input where the implementation allows.
-Median of --repeat timed runs after --warmup; on CUDA also the peak memory above what the inputs and weights hold.
+Median of --repeat timed runs after --warmup, and the peak memory of a step above what the inputs and weights hold
+(CUDA: the allocator's peak; CPU: the resident-set growth of one step in a fresh process, Linux).
 
   python benchmarks/output_layer.py                     # CPU defaults: V=50,000, d=256, cutoffs 5000,20000
   python benchmarks/output_layer.py --device cuda --vocab 267744 --dim 1024 --cutoff 20000,60000 --tokens 8192
@@ -14,9 +15,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -119,6 +122,43 @@ def measure(fn, module, x, target, args, device):
     return ms, extra, losses[-1]
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+
+
+def probe(args) -> None:
+    """In a fresh process: the peak resident set of one forward + backward of ``args.probe`` above what the process
+    held before it (weights, inputs), from Linux's high-water mark reset through /proc/self/clear_refs."""
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtypes]
+    impls = build(args, dtype, torch.device("cpu"))
+    n = int(args.tokens)
+    x = torch.randn(n, args.dim, dtype=dtype, requires_grad=True)
+    target = zipf_targets(n, args.vocab, "cpu")
+    module, fn = impls[args.probe]
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
+    except OSError:
+        print("PEAK n/a")  # not Linux, or a kernel that refuses the reset
+        return
+    base = _status_kib("VmRSS")
+    fn(x, target).backward()
+    print(f"PEAK {(_status_kib('VmHWM') - base) / 1024:.1f}")
+
+
+def cpu_peak_mib(args, name: str, dtype_name: str, tokens: int) -> Optional[float]:
+    """:func:`probe` in a fresh process whose allocator returns large blocks to the system when freed (so the
+    resident set follows what is live)."""
+    cmd = [sys.executable, __file__, "--device", "cpu", "--probe", name, "--dtypes", dtype_name, "--tokens",
+           str(tokens), f"--vocab={args.vocab}", f"--dim={args.dim}", f"--cutoff={args.cutoff}", f"--chunk={args.chunk}"]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
+    peak = out.rsplit("PEAK ", 1)[1].strip()
+    return None if peak == "n/a" else float(peak)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -132,7 +172,11 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--skip-full", action="store_true", help="leave out the full softmax (slow on CPU)")
     parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "output_layer.json"))
+    parser.add_argument("--no-cpu-memory", action="store_true", help="on CPU, skip the peak-memory probes")
+    parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one step of this implementation, print its peak
     args = parser.parse_args()
+    if args.probe:
+        return probe(args)
     device = torch.device(args.device)
     args.dtypes = args.dtypes or ("fp32,bf16" if device.type == "cuda" else "fp32")
     torch.manual_seed(0)
@@ -145,6 +189,8 @@ def main():
             target = zipf_targets(n, args.vocab, device)
             for name, (module, fn) in impls.items():
                 ms, extra, loss = measure(fn, module, x, target, args, device)
+                if device.type == "cpu" and not args.no_cpu_memory:
+                    extra = cpu_peak_mib(args, name, dtype_name, n)
                 print(f"  {name}, {dtype_name}, {n} tokens: {ms:.1f} ms", file=sys.stderr, flush=True)
                 rows.append({"impl": name, "dtype": dtype_name, "tokens": n, "ms": ms, "extra_peak_mib": extra,
                              "loss_per_token": loss / n})

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_adaptive.modules.linear_cross_entropy import cross_entropy_rows_, linear_cross_entropy
+from fairseq_adaptive.modules.linear_cross_entropy import cross_entropy_rows, linear_cross_entropy
 
 
 def reference(x, w, t, keep):
@@ -76,12 +76,13 @@ def test_without_autograd_no_gradients_are_formed():
     torch.testing.assert_close(nll, ref_nll)
 
 
-def test_rows_helper_writes_the_logit_gradient_in_place():
+def test_rows_helper_gives_the_logit_gradient():
     x, w, t, keep = problem(dtype=torch.float32)
     logits = (x @ w.t()).detach()
     expected = (torch.softmax(logits, 1) - F.one_hot(t, logits.size(1))) * keep.unsqueeze(1)
-    nll = cross_entropy_rows_(logits, t, keep, grad=True)
-    torch.testing.assert_close(logits, expected)
+    nll, grad = cross_entropy_rows(logits.clone(), t, keep, grad=True)
+    torch.testing.assert_close(grad, expected)
+    assert cross_entropy_rows(logits, t, keep, grad=False)[1] is None
     torch.testing.assert_close(nll, F.cross_entropy(x @ w.t(), t, reduction="none").detach())
 
 
@@ -99,18 +100,20 @@ KERNEL_CHECK = textwrap.dedent(
             logits[3, 1] = 60.0  # a dominant logit
             target = torch.randint(0, classes, (6,))
             keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
-            ours, theirs = logits.clone(), logits.clone()
-            nll = kernel.cross_entropy_rows_(ours, target, keep, True)
+            nll, ours = kernel.cross_entropy_rows(logits.clone(), target, keep, True)
             kernel_off = lce.triton_cross_entropy.available
             lce.triton_cross_entropy.available = lambda: False
-            ref = lce.cross_entropy_rows_(theirs, target, keep, True)
+            ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)
             lce.triton_cross_entropy.available = kernel_off
-            plain = kernel.cross_entropy_rows_(logits.clone(), target, keep, False)
+            plain, none = kernel.cross_entropy_rows(logits.clone(), target, keep, False)
             tol = 1e-5 if dtype == torch.float32 else 8e-3
             torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
             torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
+            assert none is None and ours.dtype == theirs.dtype == dtype
             torch.testing.assert_close(ours.float(), theirs.float(), rtol=0, atol=tol)
             assert ours[2].abs().max() == 0
+            strided = torch.stack([logits, logits], 2)[:, :, 0]  # the same values, column stride 2
+            torch.testing.assert_close(kernel.cross_entropy_rows(strided, target, keep, False)[0], ref)
     print("kernel ok")
     """
 )

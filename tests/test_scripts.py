@@ -1,5 +1,6 @@
 """scripts/plot_curves.py on real training logs."""
 
+import json
 import subprocess
 import sys
 
@@ -55,3 +56,6 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
         assert done.returncode == 0, done.stderr[-3000:]
         table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
         assert len(table) >= 3 and "nan" not in done.stdout and (tmp_path / f"{script}.json").exists()
+        if script == "output_layer.py":  # the CPU peak-memory probe ran in a fresh process for every row
+            rows = json.loads((tmp_path / f"{script}.json").read_text())["rows"]
+            assert all(isinstance(r["extra_peak_mib"], float) and r["extra_peak_mib"] >= 0 for r in rows)

@@ -30,24 +30,22 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def cross_entropy_rows_(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tensor:
-    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` bool -> ``r`` NLL in
-    :func:`accumulation_dtype`.
-
-    With ``grad``, ``logits`` is overwritten with ``(softmax - onehot(target))`` for kept rows and 0 for the others
-    (the logit gradient of the summed loss), in its own dtype."""
+def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` bool -> (``r`` NLL in
+    :func:`accumulation_dtype`, and with ``grad`` the logit gradient of the summed loss: ``softmax - onehot(target)``
+    for kept rows, 0 for the others, ``r x C`` in the logits' dtype). ``logits`` may be overwritten: the gradient can
+    take its storage."""
     if logits.is_cuda and logits.dtype != torch.float64 and triton_cross_entropy.available():
-        return triton_cross_entropy.cross_entropy_rows_(logits, target, keep, grad)
-    z = logits.to(accumulation_dtype(logits.dtype))
-    lse = torch.logsumexp(z, dim=1)
-    nll = lse - z.gather(1, target.unsqueeze(1)).squeeze(1)
-    if grad:
-        z = z.sub_(lse.unsqueeze(1)).exp_() if z is logits else torch.exp(z - lse.unsqueeze(1))
-        z.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, -1.0).unsqueeze(1))
-        z.mul_(keep.unsqueeze(1))
-        if z is not logits:
-            logits.copy_(z)
-    return nll
+        return triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad)
+    # log_softmax is one fused pass; the target's entry gives the NLL without a -log(p) underflow
+    logp = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=1)
+    nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    if not grad:
+        return nll, None
+    p = logp.exp_()
+    p.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, -1.0).unsqueeze(1))
+    p.mul_(keep.unsqueeze(1))
+    return nll, p.to(logits.dtype)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -61,15 +59,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, x.size(0), block):
             end = min(start + block, x.size(0))
             rows = x[start:end]
-            logits = rows @ weight.t()
-            nll[start:end] = cross_entropy_rows_(logits, target[start:end], keep[start:end], grad=want_x or want_w)
+            nll[start:end], grad_logits = cross_entropy_rows(
+                rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w
+            )
             if want_x:
-                torch.mm(logits, weight, out=grad_x[start:end])
+                torch.mm(grad_logits, weight, out=grad_x[start:end])
             if want_w:
-                if grad_w.dtype == logits.dtype:
-                    grad_w.addmm_(logits.t(), rows)
+                if grad_w.dtype == grad_logits.dtype:
+                    grad_w.addmm_(grad_logits.t(), rows)
                 else:
-                    grad_w += logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
+                    grad_w += grad_logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
         ctx.save_for_backward(grad_x, grad_w)
         ctx.weight_dtype = weight.dtype
         loss = nll.masked_fill(~keep, 0.0).sum()
@@ -104,7 +103,7 @@ def linear_cross_entropy(
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(x, weight, target, keep, block)
     nll = torch.cat([
-        cross_entropy_rows_(x[s : s + block] @ weight.t(), target[s : s + block], keep[s : s + block], grad=False)
+        cross_entropy_rows(x[s : s + block] @ weight.t(), target[s : s + block], keep[s : s + block], grad=False)[0]
         for s in range(0, x.size(0), block)
     ])
     return nll.masked_fill(~keep, 0.0).sum(), nll

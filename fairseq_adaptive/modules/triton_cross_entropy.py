@@ -1,4 +1,4 @@
-"""Triton kernel for :func:`linear_cross_entropy.cross_entropy_rows_`: one program per row reads the row's logits
+"""Triton kernel for :func:`linear_cross_entropy.cross_entropy_rows`: one program per row reads the row's logits
 twice (online log-sum-exp, then ``softmax - onehot`` written in place in the logits' dtype), all arithmetic in fp32.
 
 It replaces five or six elementwise PyTorch passes over a ``rows x C`` block (cast, log-sum-exp, subtract, exp,
@@ -7,6 +7,7 @@ code in ``linear_cross_entropy`` runs instead. ``TRITON_INTERPRET=1`` runs it on
 """
 
 import os
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -55,8 +56,9 @@ if triton is not None:
                 tl.store(base + start + cols, (g * weight).to(logits_ptr.dtype.element_ty), mask=mask)
 
 
-def cross_entropy_rows_(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tensor:
-    """Same contract as :func:`linear_cross_entropy.cross_entropy_rows_`."""
+def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """Same contract as :func:`linear_cross_entropy.cross_entropy_rows`; the gradient is written into ``logits``
+    (or into a contiguous copy of it) and returned."""
     dense = logits if logits.stride(1) == 1 else logits.contiguous()
     rows, num_classes = dense.shape
     nll = torch.empty(rows, dtype=torch.float32, device=dense.device)
@@ -66,6 +68,4 @@ def cross_entropy_rows_(logits: Tensor, target: Tensor, keep: Tensor, grad: bool
             dense, dense.stride(0), target.contiguous(), keep.contiguous(), nll, num_classes,
             GRAD=grad, BLOCK=block, num_warps=8 if block >= 2048 else 4,
         )
-    if grad and dense is not logits:
-        logits.copy_(dense)
-    return nll
+    return nll, (dense if grad else None)
