@@ -69,19 +69,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_w.addmm_(grad_logits.t(), rows)
                 else:
                     grad_w += grad_logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
+        if grad_w is not None:
+            # blocks were summed in fp32; keep the result in the weight's dtype until backward (half the memory)
+            grad_w = grad_w.to(weight.dtype)
         ctx.save_for_backward(grad_x, grad_w)
-        ctx.weight_dtype = weight.dtype
         loss = nll.masked_fill(~keep, 0.0).sum()
         ctx.mark_non_differentiable(nll)
         return loss, nll
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
-        grad_x, grad_w = ctx.saved_tensors
-        if grad_x is not None:
-            grad_x = grad_x * grad_loss.to(grad_x.dtype)
-        if grad_w is not None:
-            grad_w = (grad_w * grad_loss).to(ctx.weight_dtype)
+        # a half-precision tensor times an fp32 scalar: computed in fp32, rounded once, in the tensor's dtype
+        grad_x, grad_w = (None if g is None else g * grad_loss for g in ctx.saved_tensors)
         return grad_x, grad_w, None, None, None
 
 
