@@ -152,7 +152,8 @@ def cpu_peak_mib(args, name: str, dtype_name: str, tokens: int) -> Optional[floa
     """:func:`probe` in a fresh process whose allocator returns large blocks to the system when freed (so the
     resident set follows what is live)."""
     cmd = [sys.executable, __file__, "--device", "cpu", "--probe", name, "--dtypes", dtype_name, "--tokens",
-           str(tokens), f"--vocab={args.vocab}", f"--dim={args.dim}", f"--cutoff={args.cutoff}", f"--chunk={args.chunk}"]
+           str(tokens), f"--vocab={args.vocab}", f"--dim={args.dim}", f"--cutoff={args.cutoff}",
+           f"--chunk={args.chunk}"] + (["--skip-full"] if args.skip_full else [])
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     peak = out.rsplit("PEAK ", 1)[1].strip()
