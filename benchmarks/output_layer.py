@@ -130,14 +130,18 @@ def _status_kib(field: str) -> int:
 
 
 def probe(args) -> None:
-    """In a fresh process: the peak resident set of one forward + backward of ``args.probe`` above what the process
-    held before it (weights, inputs), from Linux's high-water mark reset through /proc/self/clear_refs."""
+    """In a fresh process: the peak resident set of one forward + backward of ``args.probe`` (after one warm-up step,
+    gradients freed as in the timed runs) above what the process held before it (weights, inputs), from Linux's
+    high-water mark reset through /proc/self/clear_refs."""
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtypes]
     impls = build(args, dtype, torch.device("cpu"))
     n = int(args.tokens)
     x = torch.randn(n, args.dim, dtype=dtype, requires_grad=True)
     target = zipf_targets(n, args.vocab, "cpu")
     module, fn = impls[args.probe]
+    fn(x, target).backward()  # one warm-up step (lazy one-time allocations), then gradients freed as in measure()
+    module.zero_grad(set_to_none=True)
+    x.grad = None
     try:
         Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current resident set
     except OSError:
