@@ -48,34 +48,38 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
     return nll, p.to(logits.dtype)
 
 
+def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool):
+    """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``."""
+    acc = accumulation_dtype(x.dtype)
+    nll = torch.empty(x.size(0), dtype=acc, device=x.device)
+    grad_x = torch.empty_like(x) if want_x else None
+    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
+    for start in range(0, x.size(0), block):
+        end = min(start + block, x.size(0))
+        rows = x[start:end]
+        nll[start:end], grad_logits = cross_entropy_rows(
+            rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w
+        )
+        if want_x:
+            torch.mm(grad_logits, weight, out=grad_x[start:end])
+        if want_w:
+            if grad_w.dtype == grad_logits.dtype:
+                grad_w.addmm_(grad_logits.t(), rows)
+            else:
+                grad_w += grad_logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
+    if grad_w is not None:
+        # blocks were summed in fp32; keep the result in the weight's dtype until backward (half the memory)
+        grad_w = grad_w.to(weight.dtype)
+    return nll, grad_x, grad_w
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int):
-        want_x, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        acc = accumulation_dtype(x.dtype)
-        nll = torch.empty(x.size(0), dtype=acc, device=x.device)
-        grad_x = torch.empty_like(x) if want_x else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
-        for start in range(0, x.size(0), block):
-            end = min(start + block, x.size(0))
-            rows = x[start:end]
-            nll[start:end], grad_logits = cross_entropy_rows(
-                rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w
-            )
-            if want_x:
-                torch.mm(grad_logits, weight, out=grad_x[start:end])
-            if want_w:
-                if grad_w.dtype == grad_logits.dtype:
-                    grad_w.addmm_(grad_logits.t(), rows)
-                else:
-                    grad_w += grad_logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
-        if grad_w is not None:
-            # blocks were summed in fp32; keep the result in the weight's dtype until backward (half the memory)
-            grad_w = grad_w.to(weight.dtype)
+        nll, grad_x, grad_w = _blocks(x, weight, target, keep, block, *ctx.needs_input_grad[:2])
         ctx.save_for_backward(grad_x, grad_w)
-        loss = nll.masked_fill(~keep, 0.0).sum()
         ctx.mark_non_differentiable(nll)
-        return loss, nll
+        return nll.masked_fill(~keep, 0.0).sum(), nll
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
@@ -101,8 +105,5 @@ def linear_cross_entropy(
     block = rows_per_block(x.size(0), weight.size(0), block_elements)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(x, weight, target, keep, block)
-    nll = torch.cat([
-        cross_entropy_rows(x[s : s + block] @ weight.t(), target[s : s + block], keep[s : s + block], grad=False)[0]
-        for s in range(0, x.size(0), block)
-    ])
+    nll = _blocks(x, weight, target, keep, block, want_x=False, want_w=False)[0]
     return nll.masked_fill(~keep, 0.0).sum(), nll
