@@ -236,7 +236,9 @@ class AdaptiveSoftmax(nn.Module):
         head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
         out = head_logp.new_zeros(x.size(0), self.vocab_size)
         out[:, : self.cutoff[0]] = head_logp[:, : self.cutoff[0]]
-        groups = [None] * self.n_clusters if target is None else self.partition(self.cluster_of(target.reshape(-1)))[1:]
+        groups = [None] * self.n_clusters
+        if target is not None:
+            groups = self.partition(self.cluster_of(target.reshape(-1)))[1:]
         for i, (tail, rows) in enumerate(zip(self.tail, groups)):
             start, end = self.cutoff[i], self.cutoff[i + 1]
             prior = head_logp[:, self.cutoff[0] + i]
@@ -258,12 +260,12 @@ class AdaptiveSoftmax(nn.Module):
         acc = torch.promote_types(input.dtype, torch.float32)
         target = target.reshape(-1)
         cluster = self.cluster_of(target)
-        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
         chunked = self.chunk_size > 0 and acc == torch.float32
         if not (chunked or torch.is_grad_enabled() or self.head_proj is not None):
             # scoring (fairseq-eval-lm runs without autograd): block by block, the Triton kernel on CUDA
             keep = torch.ones_like(target, dtype=torch.bool)
             return -self.blockwise_nll(x, target, keep, cluster)[1].view(lead)
+        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
         if chunked and self.head_proj is None:
             score = chunked_target_log_prob(x, self.head_weight(), head_target, self.chunk_size)
         else:
