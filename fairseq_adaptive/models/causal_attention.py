@@ -25,6 +25,7 @@ class CausalSelfAttention(MultiheadAttention):
         self,
         query: Tensor,
         key: Optional[Tensor],
+        value: Optional[Tensor],
         key_padding_mask: Optional[Tensor],
         incremental_state,
         need_weights: bool,
@@ -37,6 +38,7 @@ class CausalSelfAttention(MultiheadAttention):
         return (
             self.self_attention
             and key is query  # fairseq's decoder layer passes the same tensor as query, key and value
+            and value is query
             and incremental_state is None
             and attn_mask is not None
             and attn_mask.shape == (tgt_len, tgt_len)
@@ -63,8 +65,8 @@ class CausalSelfAttention(MultiheadAttention):
         before_softmax: bool = False,
         need_head_weights: bool = False,
     ) -> Tuple[Tensor, Optional[Tensor]]:
-        if value is key and self.causal_route(
-            query, key, key_padding_mask, incremental_state, need_weights, static_kv, attn_mask, before_softmax,
+        if self.causal_route(
+            query, key, value, key_padding_mask, incremental_state, need_weights, static_kv, attn_mask, before_softmax,
             need_head_weights,
         ):
             return self.causal_forward(query), None
