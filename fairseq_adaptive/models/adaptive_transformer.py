@@ -134,22 +134,25 @@ def _set(args, **defaults) -> None:
         setattr(args, name, safe_getattr(args, name, value))
 
 
+def _symmetric(args, layers: int, dim: int, ffn: int, heads: int, dropout: float) -> None:
+    """The same body on both sides (defaults only: flags given on the command line win)."""
+    for side in ("encoder", "decoder"):
+        _set(args, **{f"{side}_layers": layers, f"{side}_embed_dim": dim, f"{side}_ffn_embed_dim": ffn,
+                      f"{side}_attention_heads": heads})
+    _set(args, dropout=dropout)
+    _fill_defaults(args)
+
+
 @register_model_architecture("adaptive_transformer", "adaptive_transformer_tiny")
 def adaptive_transformer_tiny(args):
     """One block each side, width 32: tests and CPU demos (plain embeddings unless flags say otherwise)."""
-    _set(args, encoder_layers=1, decoder_layers=1, encoder_embed_dim=32, decoder_embed_dim=32,
-         encoder_ffn_embed_dim=64, decoder_ffn_embed_dim=64, encoder_attention_heads=2, decoder_attention_heads=2,
-         dropout=0.0)
-    _fill_defaults(args)
+    _symmetric(args, layers=1, dim=32, ffn=64, heads=2, dropout=0.0)
 
 
 @register_model_architecture("adaptive_transformer", "adaptive_transformer_small")
 def adaptive_transformer_small(args):
     """Two blocks each side, width 256, FFN 1024, 4 heads, dropout 0.1: the README's CPU example."""
-    _set(args, encoder_layers=2, decoder_layers=2, encoder_embed_dim=256, decoder_embed_dim=256,
-         encoder_ffn_embed_dim=1024, decoder_ffn_embed_dim=1024, encoder_attention_heads=4, decoder_attention_heads=4,
-         dropout=0.1)
-    _fill_defaults(args)
+    _symmetric(args, layers=2, dim=256, ffn=1024, heads=4, dropout=0.1)
 
 
 def _define_both_sides(args):
