@@ -15,16 +15,18 @@ Rows, for a batch of ``--tokens`` token ids over a plain ``V x n`` embedding:
 """
 
 import argparse
+import contextlib
 import platform
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from output_layer import optional, print_table, time_step, write_json  # same folder
+from output_layer import optional, print_table, time_step, without_triton, write_json  # same folder
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fairseq_adaptive.modules import triton_norm_act  # noqa: E402
 from fairseq_adaptive.modules.define import DeFINE  # noqa: E402
 
 
@@ -41,10 +43,11 @@ class DenseMap(nn.Module):
         return self.down(F.gelu(self.up(self.embed(tokens))))
 
 
-def train_step(module, tokens):
+def train_step(module, tokens, pytorch_only=False):
     def step():
         module.zero_grad(set_to_none=True)
-        out = module(tokens)
+        with without_triton() if pytorch_only else contextlib.nullcontext():
+            out = module(tokens)
         out.float().pow(2).mean().backward()
 
     return step
@@ -79,6 +82,9 @@ def main():
         dense_params = sum(p.numel() for p in (*dense.up.parameters(), *dense.down.parameters()))
         cases = [("DeFINE train step", define.block_parameters(), train_step(define.train(), tokens)),
                  (f"dense n->{hidden}->m train step", dense_params, train_step(dense, tokens))]
+        if device.type == "cuda" and triton_norm_act.available():
+            cases.insert(1, ("DeFINE train step, no Triton kernel", define.block_parameters(),
+                             train_step(define, tokens, pytorch_only=True)))
         for name, params, step in cases:
             ms, extra, _ = time_step(step, device, args.repeat, args.warmup)
             rows.append({"case": name, "dtype": dtype_name, "params": params, "ms": ms, "extra_peak_mib": extra})

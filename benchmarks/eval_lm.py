@@ -44,6 +44,7 @@ def main():
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--context-window", type=int, default=0)
     parser.add_argument("--fp16", action="store_true")
+    parser.add_argument("--json", help="where to write the rows (default: WORK/eval_lm.json)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ def main():
                 [[r["impl"], f"{r['tokens']:,}", f"{r['tokens_per_s']:,.0f}", f"{r['ppl']:.4f}"] for r in rows])
     print(f"speed ratio ours / fairseq: {rows[1]['tokens_per_s'] / rows[0]['tokens_per_s']:.2f}x, "
           f"perplexity relative difference: {abs(rows[1]['ppl'] / rows[0]['ppl'] - 1):.2e}")
-    (work / "eval_lm.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
+    Path(args.json or work / "eval_lm.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Prints a markdown table and writes --json (default benchmarks/results/output_lay
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,13 +41,19 @@ def fairseq_adaptive_loss(sm, x, target):
     return sum(F.cross_entropy(o, t, reduction="sum") for o, t in zip(logits, targets) if o is not None)
 
 
-def without_triton(module, x, target):
-    """The same layer with the PyTorch elementwise code in place of the Triton kernel."""
+@contextlib.contextmanager
+def without_triton():
+    """Inside: the PyTorch code in place of this package's Triton kernels (chosen in the forward pass)."""
     os.environ["FAIRSEQ_ADAPTIVE_NO_TRITON"] = "1"
     try:
-        return module(x, target)
+        yield
     finally:
         del os.environ["FAIRSEQ_ADAPTIVE_NO_TRITON"]
+
+
+def ours_without_triton(module, x, target):
+    with without_triton():
+        return module(x, target)
 
 
 def build(args, dtype, device):
@@ -56,7 +63,7 @@ def build(args, dtype, device):
     ours = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True).to(device, dtype)
     impls["ours (tied)"] = (ours, lambda x, t: ours(x, t))
     if device.type == "cuda" and triton_cross_entropy.available():
-        impls["ours, no Triton kernel (tied)"] = (ours, lambda x, t: without_triton(ours, x, t))
+        impls["ours, no Triton kernel (tied)"] = (ours, lambda x, t: ours_without_triton(ours, x, t))
     chunked = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True, chunk_size=args.chunk)
     chunked = chunked.to(device, dtype)
     chunked.load_state_dict(ours.state_dict())

@@ -1,6 +1,7 @@
 import gzip
 import importlib.util
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,3 +72,22 @@ def mt_data(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _single_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+def run_interpreted(code: str) -> None:
+    """Run ``code`` in a fresh interpreter with Triton's CPU interpreter on; it must print ``kernel ok``."""
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1", FAIRSEQ_ADAPTIVE_NO_TRITON="0")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
+
+
+def compile_for_h100(kernel, signature: dict, constexprs: dict, num_warps: int) -> None:
+    """Triton's whole compiler, to an sm_90 cubin through ptxas, runs without a GPU: ``kernel`` must get through."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    source = ASTSource(kernel, {**signature, **{name: "constexpr" for name in constexprs}}, constexprs=constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
+    assert len(compiled.asm["cubin"]) > 1000 and ".target sm_90" in compiled.asm["ptx"]

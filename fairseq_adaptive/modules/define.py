@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .triton_norm_act import ACTIVATIONS, norm_act
+
 TRANSFORMS = ("hgt", "glt", "glt_shuffle", "linear")
-ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class GroupLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``G x M x in/G -> G x M x out/G``."""
-        y = ACTIVATIONS[self.activation](self.norm(torch.baddbmm(self.bias, x, self.weight)))
+        y = torch.baddbmm(self.bias, x, self.weight)
+        y = norm_act(y, self.norm.weight, self.norm.bias, self.norm.eps, self.activation)
         return F.dropout(y, self.dropout, self.training) if self.dropout > 0 and self.training else y
 
 

@@ -6,21 +6,12 @@ scatter, mask, cast back) by two reads and one write. Imported lazily; without T
 code in ``linear_cross_entropy`` runs instead. ``TRITON_INTERPRET=1`` runs it on CPU tensors (the tests do).
 """
 
-import os
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # CPU-only installs
-    triton = None
-
-
-def available() -> bool:
-    return triton is not None and os.environ.get("FAIRSEQ_ADAPTIVE_NO_TRITON", "0") != "1"
+from .triton_support import available, tl, triton  # noqa: F401  (available: this module's switch)
 
 
 if triton is not None:
