@@ -130,3 +130,22 @@ def test_triton_kernel_compiles_to_h100_machine_code(dtype, grad):
     signature = {"logits_ptr": f"*{dtype}", "stride": "i64", "target_ptr": "*i64", "keep_ptr": "*i1",
                  "nll_ptr": "*fp32", "num_classes": "i32"}
     compile_for_h100(_cross_entropy_rows_kernel, signature, {"GRAD": grad, "BLOCK": 4096}, num_warps=8)
+
+
+def test_half_products_accumulate_into_fp32_on_every_device():
+    """``accumulate_product`` adds a bf16 product into an fp32 sum: one mixed-precision GEMM where the device has it
+    (CUDA), the product rounded once then added in fp32 elsewhere (CPU builds lack the kernel: the probe says so)."""
+    from fairseq_adaptive.modules.linear_cross_entropy import accumulate_product, mixed_addmm_works
+
+    assert not mixed_addmm_works(torch.device("cpu"))
+    torch.manual_seed(0)
+    a, b = torch.randn(40, 7).bfloat16(), torch.randn(40, 5).bfloat16()
+    acc = torch.full((7, 5), 0.5)
+    accumulate_product(acc, a.t(), b)
+    accumulate_product(acc, a.t(), b)
+    exact = 0.5 + 2 * (a.t().double() @ b.double())
+    assert acc.dtype == torch.float32
+    torch.testing.assert_close(acc.double(), exact, rtol=1e-2, atol=5e-2)
+    same = torch.zeros(7, 5, dtype=torch.float64)
+    accumulate_product(same, a.t().double(), b.double())
+    torch.testing.assert_close(same, a.t().double() @ b.double())

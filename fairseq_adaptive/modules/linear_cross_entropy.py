@@ -48,6 +48,38 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
     return nll, p.to(logits.dtype)
 
 
+_MIXED_ADDMM = {}  # device -> whether addmm with an fp32 result from half inputs works there
+
+
+def mixed_addmm_works(device: torch.device) -> bool:
+    """Whether ``torch.addmm(c, a, b, out_dtype=torch.float32, out=c)`` with half ``a``, ``b`` and fp32 ``c`` runs
+    correctly on ``device`` (cuBLAS does; CPU builds lack the kernel), tried once per device on small tensors
+    laid out as in :func:`accumulate_product`."""
+    key = str(device)
+    if key not in _MIXED_ADDMM:
+        try:
+            a = torch.arange(12, dtype=torch.bfloat16, device=device).view(4, 3) / 4
+            b = torch.arange(8, dtype=torch.bfloat16, device=device).view(4, 2) / 2
+            c = torch.ones(3, 2, dtype=torch.float32, device=device)
+            torch.addmm(c, a.t(), b, out_dtype=torch.float32, out=c)
+            _MIXED_ADDMM[key] = bool(torch.equal(c, a.t().float() @ b.float() + 1))
+        except (RuntimeError, NotImplementedError, TypeError):
+            _MIXED_ADDMM[key] = False
+    return _MIXED_ADDMM[key]
+
+
+def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
+    """``acc += a @ b`` with ``acc`` in :func:`accumulation_dtype` of ``a``/``b``: one GEMM that adds into ``acc``
+    (fp32 accumulation inside, no half-precision partial product) where the device has it, else the product in the
+    inputs' dtype (accumulated in fp32 inside the GEMM, rounded once) added in fp32."""
+    if acc.dtype == a.dtype:
+        acc.addmm_(a, b)
+    elif mixed_addmm_works(acc.device):
+        torch.addmm(acc, a, b, out_dtype=acc.dtype, out=acc)
+    else:
+        acc += a @ b
+
+
 def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool):
     """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``."""
     acc = accumulation_dtype(x.dtype)
@@ -63,10 +95,7 @@ def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int,
         if want_x:
             torch.mm(grad_logits, weight, out=grad_x[start:end])
         if want_w:
-            if grad_w.dtype == grad_logits.dtype:
-                grad_w.addmm_(grad_logits.t(), rows)
-            else:
-                grad_w += grad_logits.t() @ rows  # the GEMM accumulates in fp32 inside; blocks add up in fp32
+            accumulate_product(grad_w, grad_logits.t(), rows)
     if grad_w is not None:
         # blocks were summed in fp32; keep the result in the weight's dtype until backward (half the memory)
         grad_w = grad_w.to(weight.dtype)
