@@ -149,3 +149,15 @@ def test_half_products_accumulate_into_fp32_on_every_device():
     same = torch.zeros(7, 5, dtype=torch.float64)
     accumulate_product(same, a.t().double(), b.double())
     torch.testing.assert_close(same, a.t().double() @ b.double())
+
+
+def test_blocks_hold_the_same_bytes_in_the_dtype_they_are_worked_in(monkeypatch):
+    """The PyTorch path works in fp32 (fp64 for fp64), the in-place kernel in the logits' dtype: a bf16 block of the
+    kernel holds twice the logits of the PyTorch path's block in the same memory."""
+    from fairseq_adaptive.modules import linear_cross_entropy as lce
+
+    bf16, fp64 = torch.zeros(2, 3, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.float64)
+    assert lce.block_elements_for(bf16) * 4 == lce.block_elements_for(fp64) * 8 == lce.BLOCK_BYTES
+    monkeypatch.setattr(lce, "uses_kernel", lambda logits: True)
+    assert lce.block_elements_for(bf16) * 2 == lce.BLOCK_BYTES
+    assert lce.rows_per_block(10_000, 20_002, lce.block_elements_for(bf16)) == lce.BLOCK_BYTES // 2 // 20_002

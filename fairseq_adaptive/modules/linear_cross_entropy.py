@@ -17,11 +17,24 @@ from torch import Tensor
 
 from . import triton_cross_entropy
 
-# rows per block: about this many logits at a time (64 MiB in fp32); at least one row
-BLOCK_ELEMENTS = 1 << 24
+# rows per block: as many as keep one block's logits at about this size in the dtype they are worked in (fp32 in
+# the PyTorch code, the logits' own dtype in the in-place Triton kernel); at least one row
+BLOCK_BYTES = 64 << 20
 
 
-def rows_per_block(num_rows: int, num_classes: int, block_elements: int = BLOCK_ELEMENTS) -> int:
+def uses_kernel(logits: Tensor) -> bool:
+    """Whether :func:`cross_entropy_rows` runs the Triton kernel (in place, in the logits' dtype) for these logits."""
+    return logits.is_cuda and logits.dtype != torch.float64 and triton_cross_entropy.available()
+
+
+def block_elements_for(x: Tensor) -> int:
+    """Logits per block for inputs like ``x``: :data:`BLOCK_BYTES` over the bytes each logit takes while worked on.
+    Fewer, larger blocks mean fewer passes of the fp32 ``grad_W`` sum; the bytes bound the extra memory."""
+    working = x.element_size() if uses_kernel(x) else accumulation_dtype(x.dtype).itemsize
+    return BLOCK_BYTES // working
+
+
+def rows_per_block(num_rows: int, num_classes: int, block_elements: int) -> int:
     return max(1, min(num_rows, block_elements // max(num_classes, 1)))
 
 
@@ -35,7 +48,7 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
     :func:`accumulation_dtype`, and with ``grad`` the logit gradient of the summed loss: ``softmax - onehot(target)``
     for kept rows, 0 for the others, ``r x C`` in the logits' dtype). ``logits`` may be overwritten: the gradient can
     take its storage."""
-    if logits.is_cuda and logits.dtype != torch.float64 and triton_cross_entropy.available():
+    if uses_kernel(logits):
         return triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad)
     # log_softmax is one fused pass; the target's entry gives the NLL without a -log(p) underflow
     logp = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=1)
@@ -118,7 +131,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block_elements: int = BLOCK_ELEMENTS
+    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block_elements: Optional[int] = None
 ) -> Tuple[Tensor, Tensor]:
     """``x: N x d``, ``weight: C x d``, ``target: N`` (indices into C), ``keep: N`` bool ->
     (scalar ``sum_{kept i} -log softmax(x_i W^T)[t_i]``, ``N`` per-row NLL without gradient), both fp32 (fp64
@@ -131,7 +144,7 @@ def linear_cross_entropy(
         empty = (x @ weight.t()).to(accumulation_dtype(x.dtype))
         return empty.sum(), empty.sum(1).detach()
     target = target.clamp(0, weight.size(0) - 1)
-    block = rows_per_block(x.size(0), weight.size(0), block_elements)
+    block = rows_per_block(x.size(0), weight.size(0), block_elements or block_elements_for(x))
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return _LinearCrossEntropy.apply(x, weight, target, keep, block)
     nll = _blocks(x, weight, target, keep, block, want_x=False, want_w=False)[0]
