@@ -87,32 +87,38 @@ def test_rows_helper_gives_the_logit_gradient():
 
 KERNEL_CHECK = textwrap.dedent(
     """
+    import itertools
     import torch
+    import triton
     from fairseq_adaptive.modules import triton_cross_entropy as kernel
     from fairseq_adaptive.modules import linear_cross_entropy as lce
     assert kernel.available()
     torch.manual_seed(0)
-    worst = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        for classes in (5, 300, 5000):  # one partial block, several blocks of 4096 lanes
-            logits = (torch.randn(6, classes) * 4).to(dtype)
-            logits[3, 1] = 60.0  # a dominant logit
-            target = torch.randint(0, classes, (6,))
-            keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
-            nll, ours = kernel.cross_entropy_rows(logits.clone(), target, keep, True)
-            kernel_off = lce.triton_cross_entropy.available
-            lce.triton_cross_entropy.available = lambda: False
-            ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)
-            lce.triton_cross_entropy.available = kernel_off
-            plain, none = kernel.cross_entropy_rows(logits.clone(), target, keep, False)
-            tol = 1e-5 if dtype == torch.float32 else 8e-3
-            torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
-            torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
-            assert none is None and ours.dtype == theirs.dtype == dtype
-            torch.testing.assert_close(ours.float(), theirs.float(), rtol=0, atol=tol)
-            assert ours[2].abs().max() == 0
-            strided = torch.stack([logits, logits], 2)[:, :, 0]  # the same values, column stride 2
-            torch.testing.assert_close(kernel.cross_entropy_rows(strided, target, keep, False)[0], ref)
+    # lanes per block, blocks per span: whole rows with 4096 lanes, then rows cut into spans of 64-lane blocks (the
+    # few-long-rows case, made small); classes: one partial block, several blocks of lanes
+    settings, paths = ((4096, 4), (64, 1)), set()
+    for setting, dtype, classes in itertools.product(settings, (torch.float32, torch.bfloat16), (5, 300, 5000)):
+        kernel.MAX_BLOCK, kernel.MIN_SPAN_BLOCKS = setting
+        paths.add(kernel.spans(6, classes, min(kernel.MAX_BLOCK, triton.next_power_of_2(classes)))[0] > 1)
+        logits = (torch.randn(6, classes) * 4).to(dtype)
+        logits[3, 1] = 60.0  # a dominant logit
+        target = torch.randint(0, classes, (6,))
+        keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
+        nll, ours = kernel.cross_entropy_rows(logits.clone(), target, keep, True)
+        kernel_off = lce.triton_cross_entropy.available
+        lce.triton_cross_entropy.available = lambda: False
+        ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)
+        lce.triton_cross_entropy.available = kernel_off
+        plain, none = kernel.cross_entropy_rows(logits.clone(), target, keep, False)
+        tol = 1e-5 if dtype == torch.float32 else 8e-3
+        torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
+        assert none is None and ours.dtype == theirs.dtype == dtype
+        torch.testing.assert_close(ours.float(), theirs.float(), rtol=0, atol=tol)
+        assert ours[2].abs().max() == 0
+        strided = torch.stack([logits, logits], 2)[:, :, 0]  # the same values, column stride 2
+        torch.testing.assert_close(kernel.cross_entropy_rows(strided, target, keep, False)[0], ref)
+    assert paths == {False, True}  # both the whole-row kernel and the span kernels ran
     print("kernel ok")
     """
 )
@@ -130,6 +136,20 @@ def test_triton_kernel_compiles_to_h100_machine_code(dtype, grad):
     signature = {"logits_ptr": f"*{dtype}", "stride": "i64", "target_ptr": "*i64", "keep_ptr": "*i1",
                  "nll_ptr": "*fp32", "num_classes": "i32"}
     compile_for_h100(_cross_entropy_rows_kernel, signature, {"GRAD": grad, "BLOCK": 4096}, num_warps=8)
+
+
+@pytest.mark.parametrize("dtype,grad", [("bf16", True), ("bf16", False), ("fp32", True)])
+def test_span_kernels_compile_to_h100_machine_code(dtype, grad):
+    pytest.importorskip("triton")
+    from fairseq_adaptive.modules.triton_cross_entropy import _span_finish_kernel, _span_lse_kernel
+
+    common = {"logits_ptr": f"*{dtype}", "stride": "i64"}
+    spans = {"num_classes": "i32", "span": "i32", "splits": "i32"}
+    compile_for_h100(_span_lse_kernel, {**common, "target_ptr": "*i64", "part_ptr": "*fp32", "nll_ptr": "*fp32",
+                                        **spans}, {"BLOCK": 4096}, num_warps=8)
+    compile_for_h100(_span_finish_kernel, {**common, "target_ptr": "*i64", "keep_ptr": "*i1", "part_ptr": "*fp32",
+                                           "nll_ptr": "*fp32", **spans},
+                     {"GRAD": grad, "BLOCK": 4096, "SPLITS": 8}, num_warps=8)
 
 
 def test_half_products_accumulate_into_fp32_on_every_device():
