@@ -128,6 +128,48 @@ def test_triton_kernel_equals_pytorch_rows():
     run_interpreted(KERNEL_CHECK)
 
 
+LAYER_CHECK = textwrap.dedent(
+    """
+    import torch
+    from fairseq_adaptive.modules import linear_cross_entropy as lce
+    from fairseq_adaptive.modules import triton_cross_entropy as kernel
+    from fairseq_adaptive.modules.adaptive_input import AdaptiveInput
+    from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
+
+    torch.manual_seed(0)
+    cut = [40, 120]
+    emb = AdaptiveInput(300, 1, 16, 2.0, 16, cut)
+    layer = AdaptiveSoftmax(300, 16, cut, 0.0, 2.0, emb, tie_proj=True)
+    x = torch.randn(2, 25, 16)
+    target = torch.randint(0, 300, (2, 25))
+    target[0, :3] = 1  # padding
+
+    def run():
+        layer.zero_grad()
+        xi = x.clone().requires_grad_()
+        loss, per_cluster, counts = layer.loss(xi, target, ignore_index=1)
+        loss.backward()
+        with torch.no_grad():
+            scores = layer.target_log_prob(x, target)
+        return [loss.detach(), per_cluster, counts, xi.grad, scores] + [p.grad.clone() for p in layer.parameters()]
+
+    want = run()  # CPU tensors: the PyTorch code
+    lce.uses_kernel = lambda logits: logits.dtype != torch.float64  # the CUDA route, interpreted
+    kernel.MAX_BLOCK, kernel.MIN_SPAN_BLOCKS = 16, 1  # short blocks of lanes: the tails' rows are cut into spans
+    lce.BLOCK_BYTES = 2 * 16 * 200  # blocks of about 16 rows of the tail of 180 classes, several per cluster
+    got = run()
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    print("kernel ok")
+    """
+)
+
+
+def test_adaptive_softmax_through_the_kernel_equals_the_pytorch_path():
+    """The training loss, its gradients and the scoring path of a whole layer, the kernels taking every block."""
+    run_interpreted(LAYER_CHECK)
+
+
 @pytest.mark.parametrize("dtype,grad", [("bf16", True), ("bf16", False), ("fp16", True), ("fp32", True)])
 def test_triton_kernel_compiles_to_h100_machine_code(dtype, grad):
     pytest.importorskip("triton")
