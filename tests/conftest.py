@@ -77,7 +77,8 @@ def _single_thread(monkeypatch):
 def run_interpreted(code: str) -> None:
     """Run ``code`` in a fresh interpreter with Triton's CPU interpreter on; it must print ``kernel ok``."""
     pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1", FAIRSEQ_ADAPTIVE_NO_TRITON="0")
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # tests.interpreted importable
+    env = dict(os.environ, TRITON_INTERPRET="1", FAIRSEQ_ADAPTIVE_NO_TRITON="0", PYTHONPATH=path)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "kernel ok" in proc.stdout, proc.stderr[-3000:]
 

@@ -135,6 +135,7 @@ LAYER_CHECK = textwrap.dedent(
     from fairseq_adaptive.modules import triton_cross_entropy as kernel
     from fairseq_adaptive.modules.adaptive_input import AdaptiveInput
     from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
+    from tests.interpreted import same_with_kernels
 
     torch.manual_seed(0)
     cut = [40, 120]
@@ -153,14 +154,12 @@ LAYER_CHECK = textwrap.dedent(
             scores = layer.target_log_prob(x, target)
         return [loss.detach(), per_cluster, counts, xi.grad, scores] + [p.grad.clone() for p in layer.parameters()]
 
-    want = run()  # CPU tensors: the PyTorch code
-    lce.uses_kernel = lambda logits: logits.dtype != torch.float64  # the CUDA route, interpreted
-    kernel.MAX_BLOCK, kernel.MIN_SPAN_BLOCKS = 16, 1  # short blocks of lanes: the tails' rows are cut into spans
-    lce.BLOCK_BYTES = 2 * 16 * 200  # blocks of about 16 rows of the tail of 180 classes, several per cluster
-    got = run()
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-    print("kernel ok")
+    def kernels_on():  # first run: CPU tensors take the PyTorch code; then the CUDA route, interpreted
+        lce.uses_kernel = lambda logits: logits.dtype != torch.float64
+        kernel.MAX_BLOCK, kernel.MIN_SPAN_BLOCKS = 16, 1  # short blocks of lanes: the rows are cut into spans
+        lce.BLOCK_BYTES = 2 * 16 * 200  # blocks of about 16 rows of the tail of 180 classes, several per cluster
+
+    same_with_kernels(run, kernels_on, rtol=1e-5, atol=1e-5)
     """
 )
 

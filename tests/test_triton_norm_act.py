@@ -40,6 +40,7 @@ KERNEL_CHECK = textwrap.dedent(
     # a whole DeFINE unit (group-major layers whose LayerNorm weights the groups share) through the kernels
     from torch import nn
     from fairseq_adaptive.modules import define as define_module
+    from tests.interpreted import same_with_kernels
     unit = define_module.DeFINE(nn.Embedding(50, 16, padding_idx=1), 16, 64, 24, n_layers=3, max_groups=4)
     tokens = torch.randint(2, 50, (3, 7))
     def outputs_and_grads():
@@ -47,12 +48,8 @@ KERNEL_CHECK = textwrap.dedent(
         out = unit(tokens)
         out.pow(2).sum().backward()
         return [out.detach()] + [p.grad.clone() for p in unit.parameters()]
-    want = outputs_and_grads()
-    define_module.norm_act = kernel.fused_norm_act
-    got = outputs_and_grads()
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    print("kernel ok")
+    same_with_kernels(outputs_and_grads, lambda: setattr(define_module, "norm_act", kernel.fused_norm_act),
+                      rtol=1e-4, atol=1e-5)
     """
 )
 
