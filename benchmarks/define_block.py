@@ -82,7 +82,7 @@ def main():
         dense_params = sum(p.numel() for p in (*dense.up.parameters(), *dense.down.parameters()))
         cases = [("DeFINE train step", define.block_parameters(), train_step(define.train(), tokens)),
                  (f"dense n->{hidden}->m train step", dense_params, train_step(dense, tokens))]
-        if device.type == "cuda" and triton_norm_act.available():
+        if triton_norm_act.runs_on(torch.empty(0, device=device)):
             cases.insert(1, ("DeFINE train step, no Triton kernel", define.block_parameters(),
                              train_step(define, tokens, pytorch_only=True)))
         for name, params, step in cases:

@@ -62,7 +62,7 @@ def build(args, dtype, device):
     ours_in = AdaptiveInput(args.vocab, 1, args.dim, 4.0, args.dim, cut).to(device, dtype)
     ours = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True).to(device, dtype)
     impls["ours (tied)"] = (ours, lambda x, t: ours(x, t))
-    if device.type == "cuda" and triton_cross_entropy.available():
+    if triton_cross_entropy.runs_on(torch.empty(0, device=device)):
         impls["ours, no Triton kernel (tied)"] = (ours, lambda x, t: ours_without_triton(ours, x, t))
     chunked = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True, chunk_size=args.chunk)
     chunked = chunked.to(device, dtype)

@@ -105,10 +105,7 @@ KERNEL_CHECK = textwrap.dedent(
         target = torch.randint(0, classes, (6,))
         keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
         nll, ours = kernel.cross_entropy_rows(logits.clone(), target, keep, True)
-        kernel_off = lce.triton_cross_entropy.available
-        lce.triton_cross_entropy.available = lambda: False
-        ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)
-        lce.triton_cross_entropy.available = kernel_off
+        ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)  # CPU tensors: the PyTorch code
         plain, none = kernel.cross_entropy_rows(logits.clone(), target, keep, False)
         tol = 1e-5 if dtype == torch.float32 else 8e-3
         torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
@@ -222,3 +219,22 @@ def test_blocks_hold_the_same_bytes_in_the_dtype_they_are_worked_in(monkeypatch)
     monkeypatch.setattr(lce, "uses_kernel", lambda logits: True)
     assert lce.block_elements_for(bf16) * 2 == lce.BLOCK_BYTES
     assert lce.rows_per_block(10_000, 20_002, lce.block_elements_for(bf16)) == lce.BLOCK_BYTES // 2 // 20_002
+
+
+def test_kernels_run_only_on_cuda_devices_triton_supports(monkeypatch):
+    """Compute capability 8.0 or newer (A100, H100); a V100 or T4 keeps the PyTorch code, as do CPU tensors and
+    FAIRSEQ_ADAPTIVE_NO_TRITON=1."""
+    pytest.importorskip("triton")
+    from fairseq_adaptive.modules import triton_support
+
+    assert not triton_support.runs_on(torch.zeros(2))
+    fake = torch.empty(2, device="meta")
+    monkeypatch.setattr(type(fake), "is_cuda", property(lambda t: True))
+    for capability, expected in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)):
+        monkeypatch.setattr(triton_support, "_CAPABLE", {})
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index, c=capability: c)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        assert triton_support.runs_on(fake) is expected
+        monkeypatch.setenv("FAIRSEQ_ADAPTIVE_NO_TRITON", "1")
+        assert not triton_support.runs_on(fake)
+        monkeypatch.delenv("FAIRSEQ_ADAPTIVE_NO_TRITON")

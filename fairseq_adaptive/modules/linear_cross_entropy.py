@@ -24,7 +24,7 @@ BLOCK_BYTES = 64 << 20
 
 def uses_kernel(logits: Tensor) -> bool:
     """Whether :func:`cross_entropy_rows` runs the Triton kernel (in place, in the logits' dtype) for these logits."""
-    return logits.is_cuda and logits.dtype != torch.float64 and triton_cross_entropy.available()
+    return logits.dtype != torch.float64 and triton_cross_entropy.runs_on(logits)
 
 
 def block_elements_for(x: Tensor) -> int:

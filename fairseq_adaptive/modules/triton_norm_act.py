@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_support import available, tl, triton  # noqa: F401  (available: this module's switch)
+from .triton_support import available, runs_on, tl, triton  # noqa: F401  (available, runs_on: this module's switch)
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
 ACTIVATION_CODES = {"gelu": 0, "relu": 1, "swish": 2}  # the kernels' numbering of the same functions
@@ -166,6 +166,6 @@ def fused_norm_act(x: Tensor, weight: Tensor, bias: Tensor, eps: float, activati
 def norm_act(x: Tensor, weight: Tensor, bias: Tensor, eps: float, activation: str) -> Tensor:
     """``activation(layer_norm(x))`` over the last dimension with affine ``weight`` / ``bias`` (both of that length):
     the kernels for CUDA tensors when Triton is available, PyTorch otherwise."""
-    if x.is_cuda and available() and x.shape[-1] <= MAX_ROW and x.dtype != torch.float64:
+    if x.shape[-1] <= MAX_ROW and x.dtype != torch.float64 and runs_on(x):
         return fused_norm_act(x, weight, bias, eps, activation)
     return reference(x, weight, bias, eps, activation)
