@@ -7,7 +7,9 @@
 # LM_CORPUS (train/valid/test .txt.gz; default ../shared/data/lm, else the bundled sample with cutoffs 2000,8000);
 # the DeFINE block of the paper's Table 2 (n=128, k=4096, m=384). fairseq-* must be on PATH.
 # OUT_DIR receives six small files only (tables.md and five JSON files); the binarised corpus and the eval-lm
-# checkpoints go to WORK (default benchmarks/results/gpu-work).
+# checkpoints go to WORK (default benchmarks/results/gpu-work). Where only the checkout reaches the GPU machine, copy
+# the corpus into it first (.device-data/ is git-ignored):  mkdir -p .device-data && cp -r ../shared/data/lm
+# .device-data/  then  LM_CORPUS=.device-data/lm bash benchmarks/gpu_all.sh OUT_DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=$(mkdir -p "${1:-$ROOT/benchmarks/results/gpu}" && cd "${1:-$ROOT/benchmarks/results/gpu}" && pwd)
@@ -19,6 +21,7 @@ cd "$ROOT/benchmarks"
 PAPER=(--vocab 267744 --cutoff 20000,60000)
 MODEL=(--layers 16 --dim 1024 --ffn 4096 --heads 8)
 CORPUS=${LM_CORPUS:-$ROOT/../shared/data/lm}
+[[ "$CORPUS" = /* ]] || CORPUS="$ROOT/$CORPUS"  # a relative LM_CORPUS is taken from the repository root
 
 run_part() {
   case "$1" in
