@@ -26,8 +26,9 @@ def with_and_without_kernels(monkeypatch, run):
     return got, want
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_adaptive_softmax_kernels_equal_pytorch(monkeypatch, dtype):
+@pytest.mark.parametrize("dtype,amp", [(torch.float32, False), (torch.bfloat16, False), (torch.float32, True)])
+def test_adaptive_softmax_kernels_equal_pytorch(monkeypatch, dtype, amp):
+    """Weights in fp32 or bf16, and fp32 weights under fp16 autocast (fairseq's --amp)."""
     torch.manual_seed(0)
     cut = [2000, 6000]
     emb = AdaptiveInput(30000, 1, 256, 4.0, 256, cut)
@@ -38,14 +39,15 @@ def test_adaptive_softmax_kernels_equal_pytorch(monkeypatch, dtype):
     def run():
         layer.zero_grad()
         xi = x.clone().requires_grad_()
-        loss = layer(xi, target, ignore_index=1)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            loss = layer(xi, target, ignore_index=1)
         loss.backward()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
             scores = layer.target_log_prob(x, target)
         return [loss.detach(), xi.grad, scores] + [p.grad.clone() for p in layer.parameters()]
 
     got, want = with_and_without_kernels(monkeypatch, run)
-    tol = {torch.float32: 1e-4, torch.bfloat16: 2e-2}[dtype]
+    tol = 2e-2 if dtype == torch.bfloat16 or amp else 1e-4
     for a, b in zip(got, want):
         torch.testing.assert_close(a.float(), b.float(), rtol=tol, atol=tol)
 
