@@ -92,3 +92,18 @@ def compile_for_h100(kernel, signature: dict, constexprs: dict, num_warps: int) 
     source = ASTSource(kernel, {**signature, **{name: "constexpr" for name in constexprs}}, constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps})
     assert len(compiled.asm["cubin"]) > 1000 and ".target sm_90" in compiled.asm["ptx"]
+
+
+def steps_with_and_without_autocast(model, criterion, sample):
+    """One training step in fp32, then one under CPU bf16 autocast (the code fairseq's ``--amp`` runs on CUDA):
+    ``[(loss, gradients), (loss, gradients)]``."""
+    import torch
+
+    steps = []
+    for amp in (False, True):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = criterion(model, sample)[0]
+        loss.backward()
+        steps.append((loss.detach(), [p.grad for p in model.parameters()]))
+    return steps

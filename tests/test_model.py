@@ -10,7 +10,7 @@ from fairseq.data import Dictionary
 from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
 from fairseq_adaptive.tasks.adaptive_language_modeling import band_fractions, derive_cutoffs
 
-from .conftest import USER_DIR
+from .conftest import USER_DIR, steps_with_and_without_autocast
 
 # Table 3 of Baevski & Auli 2019, WikiText-103 (267,744-entry dictionary): millions of parameters.
 TABLE3 = {
@@ -239,3 +239,26 @@ def test_criterion_logs_cluster_stats_after_the_main_metrics(lm_data, quiet):
     else:
         assert keys.index("loss") < keys.index("ppl") < keys.index("loss_c0")
         assert sum(agg.get_smoothed_values()[f"frac_c{i}"] for i in range(3)) == pytest.approx(1.0, abs=2e-3)
+
+
+@pytest.mark.parametrize("arch,extra", [("adaptive_lm_tiny", ()), ("adaptive_lm_define_tiny", ()),
+                                        ("adaptive_lm_tiny", ("--adaptive-softmax-chunk", "64"))])
+def test_training_step_under_autocast(lm_data, arch, extra):
+    """fairseq's ``--amp`` runs the step under autocast with fp32 weights (CUDA, fp16); CPU autocast (bf16) takes the
+    same code: the loss stays within bf16 rounding of the fp32 step and every gradient is fp32 and close to it."""
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
+
+    torch.manual_seed(0)
+    model, args = build(lm_data, arch, "--dropout", "0", *extra)
+    task = tasks.setup_task(args)
+    criterion = AdaptiveCrossEntropyCriterion(task, sentence_avg=False)
+    tokens = torch.randint(4, len(task.dictionary), (4, 24))
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}, "target": tokens.roll(-1, 1), "ntokens": 96}
+    (ref_loss, ref_grads), (amp_loss, amp_grads) = steps_with_and_without_autocast(model, criterion, sample)
+    assert amp_loss.dtype == torch.float32
+    torch.testing.assert_close(amp_loss, ref_loss, rtol=2e-2, atol=0)
+    largest = max(g.norm() for g in ref_grads)
+    for ref, got in zip(ref_grads, amp_grads):
+        assert got.dtype == torch.float32 and torch.isfinite(got).all()
+        if ref.norm() > 1e-3 * largest:  # smaller ones are within bf16 noise of zero
+            assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.98

@@ -16,7 +16,7 @@ from fairseq_cli import generate, train
 from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 
-from .conftest import USER_DIR, run_cli
+from .conftest import USER_DIR, run_cli, steps_with_and_without_autocast
 
 def cutoff(data):
     return (data / "cutoffs.txt").read_text().strip()
@@ -222,3 +222,23 @@ def test_every_parameter_gets_a_gradient_when_the_tails_are_empty(mt_data):
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing and math.isfinite(float(loss)) and float(logging["nll_loss"]) < float(loss)
+
+
+@pytest.mark.parametrize("kind", ["adaptive, tied adaptive softmax", "define over adaptive, tied"])
+def test_label_smoothed_step_under_autocast(mt_data, kind):
+    """fairseq's ``--amp`` (autocast over fp32 weights; bf16 autocast on CPU runs the same code): the loss stays
+    within bf16 rounding of the fp32 step, every gradient fp32 and finite."""
+    from fairseq_adaptive.criterions.adaptive_label_smoothed_cross_entropy import (
+        AdaptiveLabelSmoothedCrossEntropyCriterion,
+    )
+
+    torch.manual_seed(0)
+    model, task = build(mt_data, *kinds(mt_data)[kind], "--dropout", "0")
+    vocab = len(task.target_dictionary)
+    tokens, target = torch.randint(4, vocab, (3, 7)), torch.randint(4, vocab, (3, 7))
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": torch.full((3,), 7), "prev_output_tokens": tokens},
+              "target": target, "ntokens": target.numel()}
+    criterion = AdaptiveLabelSmoothedCrossEntropyCriterion(task, sentence_avg=False, label_smoothing=0.1)
+    (ref_loss, _), (amp_loss, amp_grads) = steps_with_and_without_autocast(model, criterion, sample)
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in amp_grads)
+    torch.testing.assert_close(amp_loss, ref_loss, rtol=2e-2, atol=0)

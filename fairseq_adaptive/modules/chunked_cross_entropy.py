@@ -9,6 +9,8 @@ float rounding. Logits, log-sum-exp and the returned scores are fp32 whatever th
 import torch
 from torch import Tensor
 
+from .linear_cross_entropy import outside_autocast
+
 
 def _chunks(num_classes: int, chunk: int):
     for start in range(0, num_classes, chunk):
@@ -60,6 +62,7 @@ class _ChunkedTargetLogProb(torch.autograd.Function):
         )
 
 
+@outside_autocast
 def chunked_target_log_prob(x: Tensor, weight: Tensor, target: Tensor, chunk: int = 8192) -> Tensor:
     """``x: N x d``, ``weight: C x d``, ``target: N`` (indices into C) -> ``N`` fp32 ``log softmax(x W^T)[target]``."""
     if x.size(0) == 0:

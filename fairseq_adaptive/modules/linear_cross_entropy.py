@@ -10,6 +10,7 @@ the blockwise idea of Cut Cross-Entropy (Wijmans et al. 2024, arXiv 2411.09009):
 extra memory ``block x C`` plus the gradients, losses and log-sum-exp in fp32 whatever the input dtype.
 """
 
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -82,9 +83,9 @@ def mixed_addmm_works(device: torch.device) -> bool:
 
 
 def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
-    """``acc += a @ b`` with ``acc`` in :func:`accumulation_dtype` of ``a``/``b``: one GEMM that adds into ``acc``
-    (fp32 accumulation inside, no half-precision partial product) where the device has it, else the product in the
-    inputs' dtype (accumulated in fp32 inside the GEMM, rounded once) added in fp32."""
+    """``acc += a @ b`` with ``acc`` in :func:`accumulation_dtype` of ``a``/``b`` (one dtype): one GEMM that adds into
+    ``acc`` (fp32 accumulation inside, no half-precision partial product) where the device has it, else the product
+    in the inputs' dtype (accumulated in fp32 inside the GEMM, rounded once) added in fp32."""
     if acc.dtype == a.dtype:
         acc.addmm_(a, b)
     elif mixed_addmm_works(acc.device):
@@ -130,6 +131,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_x, grad_w, None, None, None
 
 
+def outside_autocast(fn):
+    """For ``fn(x, weight, ...)`` whose products must see one dtype: under autocast (fairseq's ``--amp``) ``x`` and
+    ``weight`` are cast to the autocast dtype, as autocast would for ``x @ W.T``, and ``fn`` runs with autocast off
+    (its products write into preallocated buffers, and a custom backward runs without autocast anyway); the casts
+    carry the gradients back to the inputs' own dtypes."""
+
+    @functools.wraps(fn)
+    def wrapper(x: Tensor, weight: Tensor, *args, **kwargs):
+        device_type = x.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return fn(x, weight, *args, **kwargs)
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return fn(x.to(dtype), weight.to(dtype), *args, **kwargs)
+
+    return wrapper
+
+
+@outside_autocast
 def linear_cross_entropy(
     x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block_elements: Optional[int] = None
 ) -> Tuple[Tensor, Tensor]:
