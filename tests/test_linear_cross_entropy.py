@@ -113,6 +113,8 @@ KERNEL_CHECK = textwrap.dedent(
         assert none is None and ours.dtype == theirs.dtype == dtype
         torch.testing.assert_close(ours.float(), theirs.float(), rtol=0, atol=tol)
         assert ours[2].abs().max() == 0
+        scaled = kernel.cross_entropy_rows(logits.clone(), target, keep, True, 4.0)[1]
+        torch.testing.assert_close(scaled.float(), 4 * theirs.float(), rtol=0, atol=4 * tol)
         strided = torch.stack([logits, logits], 2)[:, :, 0]  # the same values, column stride 2
         torch.testing.assert_close(kernel.cross_entropy_rows(strided, target, keep, False)[0], ref)
     assert paths == {False, True}  # both the whole-row kernel and the span kernels ran
@@ -172,7 +174,7 @@ def test_triton_kernel_compiles_to_h100_machine_code(dtype, grad):
     from fairseq_adaptive.modules.triton_cross_entropy import _cross_entropy_rows_kernel
 
     signature = {"logits_ptr": f"*{dtype}", "stride": "i64", "target_ptr": "*i64", "keep_ptr": "*i1",
-                 "nll_ptr": "*fp32", "num_classes": "i32"}
+                 "nll_ptr": "*fp32", "num_classes": "i32", "scale": "fp32"}
     compile_for_h100(_cross_entropy_rows_kernel, signature, {"GRAD": grad, "BLOCK": 4096}, num_warps=8)
 
 
@@ -186,7 +188,7 @@ def test_span_kernels_compile_to_h100_machine_code(dtype, grad):
     compile_for_h100(_span_lse_kernel, {**common, "target_ptr": "*i64", "part_ptr": "*fp32", "nll_ptr": "*fp32",
                                         **spans}, {"BLOCK": 4096}, num_warps=8)
     compile_for_h100(_span_finish_kernel, {**common, "target_ptr": "*i64", "keep_ptr": "*i1", "part_ptr": "*fp32",
-                                           "nll_ptr": "*fp32", **spans},
+                                           "nll_ptr": "*fp32", **spans, "scale": "fp32"},
                      {"GRAD": grad, "BLOCK": 4096, "SPLITS": 8}, num_warps=8)
 
 
@@ -238,3 +240,31 @@ def test_kernels_run_only_on_cuda_devices_triton_supports(monkeypatch):
         monkeypatch.setenv("FAIRSEQ_ADAPTIVE_NO_TRITON", "1")
         assert not triton_support.runs_on(fake)
         monkeypatch.delenv("FAIRSEQ_ADAPTIVE_NO_TRITON")
+
+
+def test_fp16_gradients_of_rare_classes_survive():
+    """Under fp16 the softmax of rare classes (here 1e-12 to 6e-8) lies at or below fp16's smallest value, and the
+    fp16 loss scale that autograd would apply to it is only known in backward: the logit gradients are held times
+    2^10 (undone in backward), so a rare class's weight gradient matches float64 as closely as autograd through a
+    materialised fp16 loss does."""
+    torch.manual_seed(0)
+    x = (1 + 0.3 * torch.randn(64, 8)).half()  # every row near the all-ones direction
+    w = torch.cat([0.5 * torch.randn(40, 8), -2 + 0.1 * torch.randn(10, 8)]).half()  # classes 40..: logits near -16
+    t = torch.randint(0, 10, (64,))
+    keep = torch.ones(64, dtype=torch.bool)
+    xr, wr = x.detach().requires_grad_(), w.detach().requires_grad_()
+    loss, _ = linear_cross_entropy(xr, wr, t, keep)
+    (loss * 4096).backward()
+    x64, w64 = x.double().requires_grad_(), w.double().requires_grad_()
+    (F.cross_entropy(x64 @ w64.t(), t, reduction="sum") * 4096).backward()
+    rare = w64.grad[40:]  # includes the scale
+    assert rare.abs().max() / 4096 < 2**-14  # unscaled, below fp16's normal range
+    xa, wa = x.detach().requires_grad_(), w.detach().requires_grad_()
+    (F.cross_entropy(xa @ wa.t(), t, reduction="sum") * 4096).backward()  # autograd, fp16 logits
+
+    def error(grad):
+        return ((grad[40:].double() - rare).abs() / rare.abs()).max().item()
+
+    assert error(wr.grad) < max(2 * error(wa.grad), 1e-2)
+    x_error = [((g.double() - x64.grad).abs().max() / x64.grad.abs().max()).item() for g in (xr.grad, xa.grad)]
+    assert x_error[0] < max(2 * x_error[1], 1e-2)

@@ -44,13 +44,23 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+def gradient_scale(dtype: torch.dtype) -> float:
+    """Factor on the logit gradients held in ``dtype`` (undone in backward): fp16's range ends at 6e-8, where the
+    softmax of rare classes lives, and the fp16 loss scale is only known in backward; 2^10 keeps those
+    probabilities representable while ``softmax - onehot`` (at most 1 in size) and its products stay far from
+    fp16's 65,504. Other dtypes have fp32's range: 1."""
+    return 1024.0 if dtype == torch.float16 else 1.0
+
+
+def cross_entropy_rows(
+    logits: Tensor, target: Tensor, keep: Tensor, grad: bool, scale: float = 1.0
+) -> Tuple[Tensor, Optional[Tensor]]:
     """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` bool -> (``r`` NLL in
-    :func:`accumulation_dtype`, and with ``grad`` the logit gradient of the summed loss: ``softmax - onehot(target)``
-    for kept rows, 0 for the others, ``r x C`` in the logits' dtype). ``logits`` may be overwritten: the gradient can
-    take its storage."""
+    :func:`accumulation_dtype`, and with ``grad`` the logit gradient of the summed loss times ``scale``:
+    ``scale * (softmax - onehot(target))`` for kept rows, 0 for the others, ``r x C`` in the logits' dtype).
+    ``logits`` may be overwritten: the gradient can take its storage."""
     if uses_kernel(logits):
-        return triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad)
+        return triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad, scale)
     # log_softmax is one fused pass; the target's entry gives the NLL without a -log(p) underflow
     logp = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=1)
     nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
@@ -58,7 +68,7 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
         return nll, None
     p = logp.exp_()
     p.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, -1.0).unsqueeze(1))
-    p.mul_(keep.unsqueeze(1))
+    p.mul_(keep.unsqueeze(1) * scale)
     return nll, p.to(logits.dtype)
 
 
@@ -95,8 +105,10 @@ def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
 
 
 def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool):
-    """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``."""
+    """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``, both
+    times :func:`gradient_scale` of the dtype."""
     acc = accumulation_dtype(x.dtype)
+    scale = gradient_scale(x.dtype)
     nll = torch.empty(x.size(0), dtype=acc, device=x.device)
     grad_x = torch.empty_like(x) if want_x else None
     grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
@@ -104,7 +116,7 @@ def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int,
         end = min(start + block, x.size(0))
         rows = x[start:end]
         nll[start:end], grad_logits = cross_entropy_rows(
-            rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w
+            rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w, scale=scale
         )
         if want_x:
             torch.mm(grad_logits, weight, out=grad_x[start:end])
@@ -121,13 +133,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int):
         nll, grad_x, grad_w = _blocks(x, weight, target, keep, block, *ctx.needs_input_grad[:2])
         ctx.save_for_backward(grad_x, grad_w)
+        ctx.scale = gradient_scale(x.dtype)
         ctx.mark_non_differentiable(nll)
         return nll.masked_fill(~keep, 0.0).sum(), nll
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
-        # a half-precision tensor times an fp32 scalar: computed in fp32, rounded once, in the tensor's dtype
-        grad_x, grad_w = (None if g is None else g * grad_loss for g in ctx.saved_tensors)
+        # a half-precision tensor times an fp32 scalar (the loss scale under fp16, over the gradient scale):
+        # computed in fp32, rounded once, in the tensor's dtype
+        factor = grad_loss / ctx.scale
+        grad_x, grad_w = (None if g is None else g * factor for g in ctx.saved_tensors)
         return grad_x, grad_w, None, None, None
 
 

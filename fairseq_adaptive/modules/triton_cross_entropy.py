@@ -50,7 +50,8 @@ if triton is not None:
 
     @triton.jit
     def _cross_entropy_rows_kernel(
-        logits_ptr, stride, target_ptr, keep_ptr, nll_ptr, num_classes, GRAD: tl.constexpr, BLOCK: tl.constexpr
+        logits_ptr, stride, target_ptr, keep_ptr, nll_ptr, num_classes, scale,
+        GRAD: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """One program per whole row."""
         row = tl.program_id(0).to(tl.int64)
@@ -60,7 +61,7 @@ if triton is not None:
         target = tl.load(target_ptr + row)
         tl.store(nll_ptr + row, lse - tl.load(base + target).to(tl.float32))
         if GRAD:
-            _write_grad(base, 0, num_classes, target, lse, tl.load(keep_ptr + row).to(tl.float32), BLOCK)
+            _write_grad(base, 0, num_classes, target, lse, tl.load(keep_ptr + row).to(tl.float32) * scale, BLOCK)
 
     @triton.jit
     def _span_lse_kernel(
@@ -80,7 +81,7 @@ if triton is not None:
 
     @triton.jit
     def _span_finish_kernel(
-        logits_ptr, stride, target_ptr, keep_ptr, part_ptr, nll_ptr, num_classes, span, splits,
+        logits_ptr, stride, target_ptr, keep_ptr, part_ptr, nll_ptr, num_classes, span, splits, scale,
         GRAD: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
     ):
         """Program (row, s): the row's log-sum-exp from its spans' parts; span 0 turns ``nll[row]`` (the target's
@@ -98,7 +99,7 @@ if triton is not None:
             tl.store(nll_ptr + row, lse - tl.load(nll_ptr + row))
         if GRAD:
             start = split * span
-            weight = tl.load(keep_ptr + row).to(tl.float32)
+            weight = tl.load(keep_ptr + row).to(tl.float32) * scale
             target = tl.load(target_ptr + row)
             _write_grad(base, start, tl.minimum(start + span, num_classes), target, lse, weight, BLOCK)
 
@@ -117,7 +118,9 @@ def spans(rows: int, num_classes: int, block: int) -> Tuple[int, int]:
     return triton.cdiv(num_classes, span), span
 
 
-def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool) -> Tuple[Tensor, Optional[Tensor]]:
+def cross_entropy_rows(
+    logits: Tensor, target: Tensor, keep: Tensor, grad: bool, scale: float = 1.0
+) -> Tuple[Tensor, Optional[Tensor]]:
     """Same contract as :func:`linear_cross_entropy.cross_entropy_rows`; the gradient is written into ``logits``
     (or into a contiguous copy of it) and returned."""
     dense = logits if logits.stride(1) == 1 else logits.contiguous()
@@ -130,7 +133,8 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
         splits, span = spans(rows, num_classes, block)
         if splits == 1:
             _cross_entropy_rows_kernel[(rows,)](
-                dense, dense.stride(0), target, keep, nll, num_classes, GRAD=grad, BLOCK=block, num_warps=warps
+                dense, dense.stride(0), target, keep, nll, num_classes, scale, GRAD=grad, BLOCK=block,
+                num_warps=warps,
             )
         else:
             part = torch.empty(rows, splits, 2, dtype=torch.float32, device=dense.device)
@@ -138,7 +142,7 @@ def cross_entropy_rows(logits: Tensor, target: Tensor, keep: Tensor, grad: bool)
                 dense, dense.stride(0), target, part, nll, num_classes, span, splits, BLOCK=block, num_warps=warps
             )
             _span_finish_kernel[(rows, splits if grad else 1)](
-                dense, dense.stride(0), target, keep, part, nll, num_classes, span, splits,
+                dense, dense.stride(0), target, keep, part, nll, num_classes, span, splits, scale,
                 GRAD=grad, BLOCK=block, SPLITS=triton.next_power_of_2(splits), num_warps=warps,
             )
     return nll, (dense if grad else None)
