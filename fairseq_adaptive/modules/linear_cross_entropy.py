@@ -104,11 +104,12 @@ def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
         acc += a @ b
 
 
-def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool):
+def _blocks(
+    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool, scale: float = 1.0
+):
     """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``, both
-    times :func:`gradient_scale` of the dtype."""
+    times ``scale``."""
     acc = accumulation_dtype(x.dtype)
-    scale = gradient_scale(x.dtype)
     nll = torch.empty(x.size(0), dtype=acc, device=x.device)
     grad_x = torch.empty_like(x) if want_x else None
     grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
@@ -131,9 +132,9 @@ def _blocks(x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int,
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int):
-        nll, grad_x, grad_w = _blocks(x, weight, target, keep, block, *ctx.needs_input_grad[:2])
-        ctx.save_for_backward(grad_x, grad_w)
         ctx.scale = gradient_scale(x.dtype)
+        nll, grad_x, grad_w = _blocks(x, weight, target, keep, block, *ctx.needs_input_grad[:2], scale=ctx.scale)
+        ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(nll)
         return nll.masked_fill(~keep, 0.0).sum(), nll
 
