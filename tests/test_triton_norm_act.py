@@ -82,8 +82,8 @@ def test_norm_act_kernels_compile_to_h100_machine_code(dtype, activation, block)
     tile = {"ACT": code, "ROWS": rows, "BLOCK": block}
     forward = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
                "mean_ptr": "*fp32", "rstd_ptr": "*fp32", "n_rows": "i32", "d": "i32", "eps": "fp32"}
-    compile_for_h100(kernel._norm_act_forward_kernel, forward, tile, num_warps=8)
+    compile_for_h100(kernel._norm_act_forward_kernel, forward, tile, num_warps=kernel.NUM_WARPS)
     backward = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "grad_out_ptr": f"*{dtype}",
                 "grad_x_ptr": f"*{dtype}", "mean_ptr": "*fp32", "rstd_ptr": "*fp32", "grad_w_part_ptr": "*fp32",
                 "grad_b_part_ptr": "*fp32", "n_rows": "i32", "d": "i32", "tiles_per_program": "i32"}
-    compile_for_h100(kernel._norm_act_backward_kernel, backward, tile, num_warps=8)
+    compile_for_h100(kernel._norm_act_backward_kernel, backward, tile, num_warps=kernel.NUM_WARPS)

@@ -8,7 +8,8 @@ incoming gradient, one write of ``grad_input``) and sums the affine weights' gra
 
 Rows are short in DeFINE (``out / groups`` features: 33 to 128 at the paper's sizes), so each program takes a tile of
 several rows. All arithmetic is fp32 whatever the tensors' dtype. ``TRITON_INTERPRET=1`` runs the kernels on CPU
-tensors (the tests compare them with PyTorch there); models call :func:`norm_act` for CUDA tensors only.
+tensors (the tests compare them with PyTorch there); models call :func:`norm_act`, which takes the kernels for CUDA
+tensors only.
 """
 
 from typing import Tuple
@@ -23,6 +24,7 @@ ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
 ACTIVATION_CODES = {"gelu": 0, "relu": 1, "swish": 2}  # the kernels' numbering of the same functions
 MAX_ROW = 16384  # longer rows (a one-group layer wider than this) take the PyTorch path
 TILE_ELEMENTS = 4096  # elements per program tile: rows_per_tile * next_power_of_2(row length)
+NUM_WARPS = 8
 BACKWARD_PROGRAMS = 512  # at most this many backward programs, each summing the weight gradients of its tiles
 
 
@@ -108,11 +110,11 @@ if triton is not None:
         tl.store(grad_b_part_ptr + program * d + cols, grad_b, mask=col_mask)
 
 
-def _tiling(d: int) -> Tuple[int, int, int]:
-    """``(BLOCK, ROWS, num_warps)``: a row padded to a power of two, as many rows per tile as fill TILE_ELEMENTS."""
+def _tiling(d: int) -> Tuple[int, int]:
+    """``(BLOCK, ROWS)``: a row padded to a power of two, as many rows per tile as fill TILE_ELEMENTS (every tile
+    then holds at least TILE_ELEMENTS lanes, for NUM_WARPS warps)."""
     block = triton.next_power_of_2(d)
-    rows = max(1, TILE_ELEMENTS // block)
-    return block, rows, 8 if block * rows >= 4096 else 4
+    return block, max(1, TILE_ELEMENTS // block)
 
 
 class _NormAct(torch.autograd.Function):
@@ -124,11 +126,11 @@ class _NormAct(torch.autograd.Function):
         out = torch.empty_like(x2)
         mean = torch.empty(n_rows, dtype=torch.float32, device=x.device)
         rstd = torch.empty_like(mean)
-        block, rows, warps = _tiling(d)
+        block, rows = _tiling(d)
         code = ACTIVATION_CODES[activation]
         if n_rows:
             _norm_act_forward_kernel[(triton.cdiv(n_rows, rows),)](
-                x2, weight, bias, out, mean, rstd, n_rows, d, eps, ACT=code, ROWS=rows, BLOCK=block, num_warps=warps
+                x2, weight, bias, out, mean, rstd, n_rows, d, eps, ACT=code, ROWS=rows, BLOCK=block, num_warps=NUM_WARPS
             )
         ctx.save_for_backward(x2, weight, bias, mean, rstd)
         ctx.code, ctx.shape = code, x.shape
@@ -140,7 +142,7 @@ class _NormAct(torch.autograd.Function):
         n_rows, d = x2.shape
         grad_out = grad_out.reshape(n_rows, d).contiguous()
         grad_x = torch.empty_like(x2)
-        block, rows, warps = _tiling(d)
+        block, rows = _tiling(d)
         tiles = triton.cdiv(n_rows, rows)
         # a few hundred programs, each summing its tiles' weight gradients in registers; the partial sums are added
         # by one small reduction afterwards
@@ -151,7 +153,7 @@ class _NormAct(torch.autograd.Function):
         if n_rows:
             _norm_act_backward_kernel[(programs,)](
                 x2, weight, bias, grad_out, grad_x, mean, rstd, grad_w_part, grad_b_part, n_rows, d, tiles_per_program,
-                ACT=ctx.code, ROWS=rows, BLOCK=block, num_warps=warps,
+                ACT=ctx.code, ROWS=rows, BLOCK=block, num_warps=NUM_WARPS,
             )
         grad_w = grad_w_part.sum(0).to(weight.dtype)
         grad_b = grad_b_part.sum(0).to(bias.dtype)
