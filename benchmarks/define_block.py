@@ -26,8 +26,8 @@ from output_layer import optional, print_table, time_step, without_triton, write
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fairseq_adaptive.modules import triton_norm_act  # noqa: E402
 from fairseq_adaptive.modules.define import DeFINE  # noqa: E402
+from fairseq_adaptive.modules.triton_support import runs_on  # noqa: E402
 
 
 class DenseMap(nn.Module):
@@ -82,7 +82,7 @@ def main():
         dense_params = sum(p.numel() for p in (*dense.up.parameters(), *dense.down.parameters()))
         cases = [("DeFINE train step", define.block_parameters(), train_step(define.train(), tokens)),
                  (f"dense n->{hidden}->m train step", dense_params, train_step(dense, tokens))]
-        if triton_norm_act.runs_on(torch.empty(0, device=device)):
+        if runs_on(torch.empty(0, device=device)):
             cases.insert(1, ("DeFINE train step, no Triton kernel", define.block_parameters(),
                              train_step(define, tokens, pytorch_only=True)))
         for name, params, step in cases:

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from fairseq.modules import AdaptiveInput as FairseqAdaptiveInput
 from fairseq.modules import AdaptiveSoftmax as FairseqAdaptiveSoftmax
 
-from fairseq_adaptive.modules import AdaptiveInput, AdaptiveSoftmax, triton_cross_entropy
+from fairseq_adaptive.modules import AdaptiveInput, AdaptiveSoftmax
+from fairseq_adaptive.modules.triton_support import runs_on
 
 
 def zipf_targets(n: int, vocab: int, device) -> torch.Tensor:
@@ -62,7 +63,7 @@ def build(args, dtype, device):
     ours_in = AdaptiveInput(args.vocab, 1, args.dim, 4.0, args.dim, cut).to(device, dtype)
     ours = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True).to(device, dtype)
     impls["ours (tied)"] = (ours, lambda x, t: ours(x, t))
-    if triton_cross_entropy.runs_on(torch.empty(0, device=device)):
+    if runs_on(torch.empty(0, device=device)):
         impls["ours, no Triton kernel (tied)"] = (ours, lambda x, t: ours_without_triton(ours, x, t))
     chunked = AdaptiveSoftmax(args.vocab, args.dim, cut, 0.0, 4.0, ours_in, tie_proj=True, chunk_size=args.chunk)
     chunked = chunked.to(device, dtype)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from . import triton_cross_entropy
+from .triton_support import runs_on
 
 # rows per block: as many as keep one block's logits at about this size in the dtype they are worked in (fp32 in
 # the PyTorch code, the logits' own dtype in the in-place Triton kernel); at least one row
@@ -25,7 +26,7 @@ BLOCK_BYTES = 64 << 20
 
 def uses_kernel(logits: Tensor) -> bool:
     """Whether :func:`cross_entropy_rows` runs the Triton kernel (in place, in the logits' dtype) for these logits."""
-    return logits.dtype != torch.float64 and triton_cross_entropy.runs_on(logits)
+    return logits.dtype != torch.float64 and runs_on(logits)
 
 
 def block_elements_for(x: Tensor) -> int:

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .triton_support import available, runs_on, tl, triton  # noqa: F401  (available, runs_on: this module's switch)
+from .triton_support import tl, triton
 
 
 if triton is not None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .triton_support import available, runs_on, tl, triton  # noqa: F401  (available, runs_on: this module's switch)
+from .triton_support import runs_on, tl, triton
 
 ACTIVATIONS = {"gelu": F.gelu, "relu": F.relu, "swish": F.silu}
 ACTIVATION_CODES = {"gelu": 0, "relu": 1, "swish": 2}  # the kernels' numbering of the same functions
