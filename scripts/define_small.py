@@ -7,9 +7,10 @@ layer; they differ in the input layer alone:
 
 - standard: a V x 256 embedding, tied full softmax;
 - adaptive: adaptive input at 256 (bands from --cutoff-coverage, factor 4), tied adaptive softmax;
-- standard + DeFINE / adaptive + DeFINE: the same at n=64, expanded by DeFINE (N=3, k=1024, 16 first-layer groups)
-  and reduced to 256; the decoder output is projected back to 64 for the tied softmax. The ratios n/m and k/m
-  follow the paper's WikiText-103 setting (n=128, m=384, k=4096) loosely, at a width a CPU trains in minutes.
+- standard + DeFINE / adaptive + DeFINE: the same at n=64, through the released DeFINE unit (input layer to d=128,
+  N=3 grouped layers with 4, 2, 1 groups widening to k=1024, the last one ending at m=256, output layer) to 256; the
+  decoder output is projected back to 64 for the tied softmax. The ratios n/m and k/m follow the paper's
+  WikiText-103 setting (n=128, m=384, k=4096) loosely, at a width a CPU trains in minutes.
 
 Prints a markdown table and writes WORK/define.json.
 
@@ -25,7 +26,7 @@ from equal_budget import ROOT, add_common_arguments, binarise, report, train_and
 BODY = ["--decoder-layers", "4", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
         "--decoder-attention-heads", "4", "--dropout", "0.1", "--attention-dropout", "0.1"]
 AUTO_BANDS = ["--adaptive-input-cutoff", "auto", "--adaptive-softmax-cutoff", "auto"]
-DEFINE = ["--define-expand-dim", "1024", "--define-layers", "3", "--define-max-groups", "16"]
+DEFINE = ["--define-expand-dim", "1024", "--define-layers", "3"]
 ROWS = {
     "standard": ("adaptive_lm_wiki103_define_std_n256", ["--define-dim", "0"]),
     "adaptive": ("adaptive_lm_wiki103_define_n256", ["--define-dim", "0", *AUTO_BANDS]),

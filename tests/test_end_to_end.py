@@ -123,7 +123,7 @@ def test_define_trains_and_the_eval_cache_scores_the_same(lm_data, tmp_path, arc
     define = ["--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy"]
     run_cli(train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "8"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
-    assert any(k.startswith("decoder.embed_tokens.expand.1.") for k in state["model"])
+    assert any(k.startswith("decoder.embed_tokens.layers.1.") for k in state["model"])
     assert "decoder.project_out_dim.weight" in state["model"]  # m -> n before the tied softmax
     plain = evaluate(lm_data, ckpt / "checkpoint_last.pt")
     cached = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--model-overrides", "{'define_cache': True}")

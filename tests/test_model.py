@@ -76,9 +76,11 @@ BAD_INPUTS = [
     (["--cutoff-coverage", "0.99999999"], "no band boundary below the dictionary size"),
     (["--decoder-output-dim", "16"], "end at --decoder-embed-dim \\(32\\): --decoder-output-dim \\(16\\) must equal it"),
     (["--define-dim", "16", "--decoder-output-dim", "32"], "end at --define-dim \\(16\\): --decoder-output-dim"),
-    (["--define-dim", "12", "--define-max-groups", "8"], "--define-dim=12 does not split into 8 groups"),
-    (["--define-dim", "16", "--define-layers", "1"], "--define-layers=1: DeFINE needs at least 2 levels"),
-    (["--define-dim", "16", "--define-expand-dim", "8"], "--define-expand-dim=8 must be at least --define-dim"),
+    (["--define-dim", "16", "--define-proj-dim", "10"], "DeFINE layer 1 has 4 groups, which do not split its "
+                                                         "projected width d 10: choose --define-max-groups"),
+    (["--define-dim", "16", "--define-layers", "1"], "--define-layers=1: DeFINE needs at least 2 grouped layers"),
+    (["--define-dim", "16", "--define-expand-dim", "8"], "--define-expand-dim=8 must be at least the projected "
+                                                         "width d=16"),
     (["--define-dim", "16", "--decoder-input-dim", "8"], "--decoder-input-dim=8 has no meaning with --define-dim"),
 ]
 
@@ -249,7 +251,7 @@ def test_training_step_under_autocast(lm_data, arch, extra):
     from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 
     torch.manual_seed(0)
-    model, args = build(lm_data, arch, "--dropout", "0", *extra)
+    model, args = build(lm_data, arch, "--dropout", "0", "--define-dropout", "0", "--define-embed-dropout", "0", *extra)
     task = tasks.setup_task(args)
     criterion = AdaptiveCrossEntropyCriterion(task, sentence_avg=False)
     tokens = torch.randint(4, len(task.dictionary), (4, 24))

@@ -4,16 +4,14 @@ equal to full decoding, normalised output distributions, the label-smoothed adap
 parameter counts and bad flags."""
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 from fairseq import checkpoint_utils, options, tasks
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
-from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_cli import generate, train
 
-from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+from fairseq_adaptive.models.counting import build_on_meta, count_parameters
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 
 from .conftest import USER_DIR, run_cli, steps_with_and_without_autocast
@@ -119,11 +117,7 @@ def test_label_smoothed_adaptive_loss_equals_fairseqs_formula():
 
 
 def build_meta(arch, vocab, *extra):
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, ["/nonexistent", "--task", "translation", "--arch", arch, *extra])
-    d = dictionary_of_size(vocab)
-    with torch.device("meta"):
-        return ARCH_MODEL_REGISTRY[arch].build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+    return build_on_meta(arch, vocab, extra, task="translation")
 
 
 def test_define_translation_parameter_count():

@@ -180,6 +180,8 @@ class AdaptiveDecoder(TransformerDecoder):
 
     def __init__(self, args, dictionary, embed_tokens, no_encoder_attn=False):
         super().__init__(args, dictionary, embed_tokens, no_encoder_attn=no_encoder_attn)
+        if isinstance(embed_tokens, DeFINE):
+            self.embed_scale = 1.0  # DeFINE scales its own map layer (--no-scale-embedding) and ends normalised
         if self.project_out_dim is None and self.embed_dim != self.output_embed_dim:
             self.project_out_dim = Linear(self.embed_dim, self.output_embed_dim, bias=False)
         if not safe_getattr(args, "no_causal_sdpa", False):

@@ -20,6 +20,7 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.utils import safe_getattr
 
 from .adaptive_lm import AdaptiveDecoder, FastPathConfig, resolve_dims, validate_lm_config
+from ..modules.define import DeFINE
 from .input_layers import DEFINE_DEFAULTS, DefineConfig, build_input_layer, define_options, parse_cutoff
 
 
@@ -91,6 +92,8 @@ class AdaptiveTransformerModel(TransformerModel):
         encoder_embed = _side_layer(args, "encoder", src_dict)
         decoder_embed = encoder_embed if args.share_all_embeddings else _side_layer(args, "decoder", tgt_dict)
         encoder = cls.build_encoder(args, src_dict, encoder_embed)
+        if isinstance(encoder_embed, DeFINE):
+            encoder.embed_scale = 1.0  # DeFINE scales its own map layer (--no-scale-embedding) and ends normalised
         decoder = AdaptiveDecoder(args, tgt_dict, decoder_embed, no_encoder_attn=args.no_cross_attention)
         return cls(args, encoder, decoder)
 
@@ -121,10 +124,6 @@ def _fill_defaults(args) -> None:
                ("tie_adaptive_weights", "share_all_embeddings", "share_decoder_input_output_embed"))
     if args.decoder_define_dim and tied:
         args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", None) or args.decoder_define_dim
-    if args.encoder_define_dim or args.decoder_define_dim:
-        # DeFINE's output is already at model scale (a LayerNorm'd expansion, then a dense reduction): fairseq's
-        # sqrt(m) embedding scale, meant for N(0, 1/m) tables, would inflate it (unless asked for explicitly)
-        _set(args, no_scale_embedding=True)
     base_architecture(args)
 
 
@@ -157,7 +156,7 @@ def adaptive_transformer_small(args):
 
 def _define_both_sides(args):
     """DeFINE on both sides over one shared plain embedding (Mehta et al. 2020, WMT'14 En-De: n=128, k=1024, N=3)."""
-    _set(args, encoder_define_dim=128, decoder_define_dim=128, share_all_embeddings=True, no_scale_embedding=True,
+    _set(args, encoder_define_dim=128, decoder_define_dim=128, share_all_embeddings=True,
          define_expand_dim=1024, define_layers=3, define_max_groups=DEFINE_DEFAULTS["max_groups"])
 
 

@@ -17,11 +17,10 @@ def dictionary_of_size(size: int) -> Dictionary:
     return d
 
 
-def build_on_meta(arch: str, vocab_size: int, extra_args=()) -> torch.nn.Module:
+def build_on_meta(arch: str, vocab_size: int, extra_args=(), task: str = "language_modeling") -> torch.nn.Module:
+    """A language model (or, with ``task="translation"``, a translation model with one joined dictionary)."""
     parser = options.get_training_parser()
-    args = options.parse_args_and_arch(
-        parser, ["/nonexistent", "--task", "language_modeling", "--arch", arch, *extra_args]
-    )
+    args = options.parse_args_and_arch(parser, ["/nonexistent", "--task", task, "--arch", arch, *extra_args])
     d = dictionary_of_size(vocab_size)
     task = SimpleNamespace(source_dictionary=d, target_dictionary=d, dictionary=d)
     with torch.device("meta"):

@@ -2,6 +2,7 @@
 either; the DeFINE flags (one dataclass, so both models' configs and argparse flags come from one place); cutoff
 parsing."""
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional
 
@@ -11,7 +12,7 @@ from fairseq.utils import safe_getattr
 from torch import nn
 
 from ..modules.adaptive_input import AdaptiveInput
-from ..modules.define import ACTIVATIONS, TRANSFORMS, DeFINE
+from ..modules.define import ACTIVATIONS, CONNECTIONS, TRANSFORMS, DeFINE
 
 AUTO = "auto"
 
@@ -37,30 +38,45 @@ def parse_cutoff(value, flag: str) -> Optional[List[int]]:
 
 @dataclass
 class DefineConfig(FairseqDataclass):
-    """DeFINE (Mehta et al. 2020): the embedding of width n is expanded n -> k over N levels and reduced to the
-    model width m. The width n itself is the model's own flag (``--define-dim``, ``--encoder-define-dim``, ...)."""
+    """DeFINE (Mehta et al. 2020) as its authors released it: the embedding of width n is projected to d, run through
+    N grouped layers whose widths grow from d to k (the last one ends at the model width m) and an output layer.
+    The width n itself is the model's own flag (``--define-dim``, ``--encoder-define-dim``, ...). Defaults are the
+    released unit's."""
 
-    define_layers: int = field(
-        default=3, metadata={"help": "DeFINE: N, the number of width levels n .. k (N-1 grouped layers)"}
-    )
-    define_expand_dim: int = field(default=1024, metadata={"help": "DeFINE: k, the widest level"})
+    define_layers: int = field(default=3, metadata={"help": "DeFINE: N, the number of grouped layers"})
+    define_expand_dim: int = field(default=1024, metadata={"help": "DeFINE: k, the widest grouped layer"})
     define_max_groups: int = field(
-        default=64, metadata={"help": "DeFINE: group count of the first grouped layer (halved at each next one)"}
+        default=8,
+        metadata={
+            "help": "DeFINE: group counts double from 1 and restart at 1 past this, then run in reverse "
+            "(N=3: 4, 2, 1)"
+        },
+    )
+    define_proj_dim: Optional[int] = field(
+        default=None, metadata={"help": "DeFINE: d, the width of the input layer n -> d (default: model width / 2)"}
     )
     define_transform: ChoiceEnum(TRANSFORMS) = field(
         default="hgt",
         metadata={
-            "help": "DeFINE expansion: hgt (groups halve per layer, the paper's), glt (constant groups), "
-            "glt_shuffle (constant groups, features shuffled between layers), linear (one group): Table 4's ablations"
+            "help": "DeFINE's group rule: hgt (the paper's), glt (--define-max-groups in every layer), glt_shuffle "
+            "(the same, features shuffled between groups), linear (one group): Table 4's ablations"
         },
     )
-    define_no_mixer: bool = field(
-        default=False, metadata={"help": "DeFINE: drop the input-to-every-layer skip connection (Table 4 ablation)"}
+    define_connection: ChoiceEnum(CONNECTIONS) = field(
+        default="mixer",
+        metadata={
+            "help": "DeFINE: how each grouped layer after the first reads the projected input: mixer (chunk by "
+            "chunk, the paper's), concat (joined whole: 'w/o mixer'), none (not at all): Table 4's ablations"
+        },
     )
     define_activation: ChoiceEnum(list(ACTIVATIONS)) = field(
-        default="gelu", metadata={"help": "DeFINE: activation after each grouped layer's normalisation"}
+        default="swish", metadata={"help": "DeFINE: activation after each layer's normalisation"}
     )
-    define_dropout: float = field(default=0.0, metadata={"help": "DeFINE: dropout after each grouped layer"})
+    define_dropout: float = field(default=0.1, metadata={"help": "DeFINE: dropout after each layer"})
+    define_embed_dropout: float = field(
+        default=0.1,
+        metadata={"help": "DeFINE: dropout on the mapped embedding, one mask per sequence shared by its time steps"},
+    )
     define_cache: bool = field(
         default=False,
         metadata={
@@ -86,11 +102,14 @@ def define_options(args) -> Dict[str, Any]:
         "expand_dim": get("expand_dim"),
         "n_layers": get("layers"),
         "max_groups": get("max_groups"),
+        "proj_dim": get("proj_dim"),
         "transform": get("transform"),
-        "mixer": not get("no_mixer"),
+        "connection": get("connection"),
         "activation": get("activation"),
         "dropout": get("dropout"),
+        "embed_dropout": get("embed_dropout"),
         "cache": get("cache"),
+        "scale_embedding": not safe_getattr(args, "no_scale_embedding", False),
     }
 
 
@@ -113,4 +132,9 @@ def build_input_layer(
         embedding = Embedding(len(dictionary), width, dictionary.pad())
     if define is None:
         return embedding
-    return DeFINE(embedding, input_dim=width, output_dim=model_dim, **define)
+    define = dict(define)
+    # the released wiring: a plain table (N(0, 1/n) entries) is scaled by sqrt(n) unless --no-scale-embedding; an
+    # adaptive input is not (its bands are projected to n)
+    scale = define.pop("scale_embedding") and adaptive_cutoff is None
+    return DeFINE(embedding, input_dim=width, output_dim=model_dim, embed_scale=math.sqrt(width) if scale else 1.0,
+                  **define)

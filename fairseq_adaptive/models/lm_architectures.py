@@ -23,10 +23,8 @@ def _base(args) -> None:
     tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
         args, "share_decoder_input_output_embed", False
     )
-    if safe_getattr(args, "define_dim", None):
-        _set(args, no_scale_embedding=True)  # as in the translation model: DeFINE's output needs no sqrt(m) scale
-        if tied:
-            _set(args, decoder_output_dim=args.define_dim)
+    if safe_getattr(args, "define_dim", None) and tied:
+        _set(args, decoder_output_dim=args.define_dim)
     # fairseq adds model flags without defaults (archs fill them): fill ours from the dataclass
     own = set(AdaptiveLMConfig.__dataclass_fields__) - set(TransformerLanguageModelConfig.__dataclass_fields__)
     _set(args, **{name: AdaptiveLMConfig.__dataclass_fields__[name].default for name in sorted(own)})
@@ -150,7 +148,7 @@ def adaptive_lm_define_tiny(args):
 
 
 def _tiny_define(args):
-    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4, no_scale_embedding=True)
+    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4)
 
 
 @register_model_architecture("adaptive_lm", "adaptive_lm_define_std_tiny")
@@ -181,11 +179,9 @@ def _define_wiki103(args, define_dim: int, adaptive: bool, layers: int = 3, expa
         decoder_attention_heads=8,
         dropout=0.1,
         attention_dropout=0.0,
-        no_scale_embedding=True,
         define_dim=define_dim,
         define_layers=layers,
         define_expand_dim=expand_dim,
-        define_max_groups=64,
     )
     if adaptive:
         _tied_adaptive(args, TXL_WIKI103_CUTOFF, 4)

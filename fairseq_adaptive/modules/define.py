@@ -1,103 +1,117 @@
 """DeFINE: deep factorized input token embeddings (Mehta et al., ICLR 2020, https://arxiv.org/abs/1911.12385).
 
-Map-expand-reduce (Section 3 of the paper): a token is *mapped* to a low-dimensional vector ``e`` (width n, from a
-plain embedding or an adaptive input projected to n), *expanded* by a hierarchical group transformation (HGT) to
-width k, and *reduced* to the model width m:
+Map-expand-reduce (Sections 3.1-3.3 of the paper), laid out as the authors' released unit (repository
+``sacmehta/delight``, ``DExTraUnit`` with ``is_iclr_version=True``, wired by ``DExTraEmb``):
 
-    w_l = n + (k - n) * l / (N - 1)                  widths of the N levels, l = 0 .. N-1 (w_0 = n, w_{N-1} = k)
-    y_1 = GLT_1(e)                                   g groups
-    y_l = GLT_l(mix(e, y_{l-1}))                     g / 2^(l-1) groups (at least 1), l = 2 .. N-1
-    out = W_r [e ; y_{N-1}] + b_r                    the reduction to m: one dense map (the "1 group" level)
+    e   = dropout_t(s * map(token))                  width n; s = sqrt(n) on a plain embedding, 1 on an adaptive
+                                                     input; one dropout mask per sequence, shared by its time steps
+    x   = act(LN(W_in e + b))                        input layer n -> d (d = m / 2 by default), dropout
+    y_1 = GLT_1(x)                                   N grouped layers, g_l groups each
+    y_l = GLT_l(mix(x, y_{l-1})),  l = 2 .. N        the last one ends at the model width m
+    out = act(LN(W_out [x ; y_N] + b))               output layer d + m -> m, dropout
 
-``GLT`` (group linear transform) splits its input into G chunks and maps chunk j by its own matrix, followed by
-group-wise layer normalisation and an activation. ``mix`` is the paper's skip connection: ``e`` and ``y_{l-1}`` are
-each split into the next layer's G chunks and concatenated chunk by chunk, so every group sees a slice of the
-input token's embedding as well as a slice of the previous layer.
+``GLT`` (group linear transform) splits its input into g chunks and maps chunk j by its own matrix (with bias), then
+normalises each group's output by one LayerNorm whose affine weights the groups share, applies the activation and
+dropout. ``mix`` is the paper's mixer: x and y_{l-1} are each cut into the next layer's g chunks and joined chunk by
+chunk (group j reads input chunk j, then output chunk j).
 
-Counting N as the number of width levels (N - 1 grouped expansions, then the reduction) is our reading of the
-paper's "N layers"; with the first layer's group count g = 64 it gives the paper's 1.92M parameters for the
-WikiText-103 block (n = 128, k = 4096, m = 384, N = 3); see README.md for the count at every n.
+Group counts (the released rule): counts double from 1 and restart at 1 when they would pass ``max_groups``; the
+list is then reversed (N=3: 4, 2, 1; N=7 with max_groups=16: 2, 1, 16, 8, 4, 2, 1), so the last layer is dense.
+Widths: N points spaced linearly from d to k, truncated to integers; the output of layer l < N is the l-th of them
+rounded up to a multiple of max(g_l, g_{l+1}, 8); layer N outputs m.
 
-Each output depends on its token alone, so in eval mode the whole block can be replaced by a V x m table computed
-once (``cache=True``); the table is rebuilt whenever a parameter changes.
+Each output depends on its token alone, so in eval mode the whole unit can be replaced by a V x m table computed
+once (``cache=True``, the paper's Section 3.4); the table is rebuilt whenever a parameter changes.
 """
 
 import math
 from dataclasses import dataclass
 from typing import List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .triton_norm_act import ACTIVATIONS, norm_act
 
+# Table 4 of the paper: the group rule of the N layers (hgt: the released rule above; glt: max_groups in every
+# layer; glt_shuffle: the same with the released GLT's feature shuffle; linear: one group everywhere) ...
 TRANSFORMS = ("hgt", "glt", "glt_shuffle", "linear")
+# ... and how each layer after the first reaches the projected input x (mixer: DeFINE; concat: [x ; y] joined whole,
+# "DeFINE w/o mixer"; none: no link to x, the output layer reads y_N alone, the HGT / GLT / linear rows)
+CONNECTIONS = ("mixer", "concat", "none")
 
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One grouped expansion layer: ``in_dim -> out_dim`` in ``groups`` independent blocks."""
+    """One grouped layer: ``in_dim -> out_dim`` in ``groups`` independent blocks."""
 
     in_dim: int
     out_dim: int
     groups: int
-    mixes_input: bool  # its input is mix(e, previous output) rather than the previous output alone
 
 
-def group_schedule(transform: str, first_groups: int, n_expansions: int) -> List[int]:
-    """Group count of each expansion layer: HGT halves it layer by layer (never below 1), GLT keeps it,
-    the linear ablation uses one group everywhere."""
+def hgt_groups(n_layers: int, max_groups: int) -> List[int]:
+    """The released group rule: 1, 2, 4, ... restarting at 1 past ``max_groups``, reversed (ends with 1)."""
+    groups, power = [], 0
+    for _ in range(n_layers):
+        g = 2**power
+        if g > max_groups:
+            g, power = 1, 1
+        else:
+            power += 1
+        groups.append(g)
+    return groups[::-1]
+
+
+def group_schedule(transform: str, n_layers: int, max_groups: int) -> List[int]:
     if transform == "hgt":
-        return [max(first_groups >> i, 1) for i in range(n_expansions)]
+        return hgt_groups(n_layers, max_groups)
     if transform in ("glt", "glt_shuffle"):
-        return [first_groups] * n_expansions
+        return [max_groups] * n_layers
     if transform == "linear":
-        return [1] * n_expansions
+        return [1] * n_layers
     raise ValueError(f"--define-transform={transform!r}: choose one of {', '.join(TRANSFORMS)}")
 
 
 def define_layout(
-    input_dim: int, expand_dim: int, n_layers: int, max_groups: int, transform: str = "hgt", mixer: bool = True
+    proj_dim: int,
+    expand_dim: int,
+    output_dim: int,
+    n_layers: int,
+    max_groups: int,
+    transform: str = "hgt",
+    connection: str = "mixer",
 ) -> List[LayerSpec]:
-    """The expansion layers of a DeFINE unit (the reduction to the model width follows them).
-
-    Intermediate widths are rounded up so that both the layer producing them and the layer reading them split
-    them evenly (and to a multiple of 8, for tensor cores); ``input_dim`` and ``expand_dim`` are kept as given and
-    must divide by the group counts that split them.
-    """
+    """The N grouped layers of a DeFINE unit whose input layer ends at ``proj_dim`` (d)."""
     if n_layers < 2:
-        raise ValueError(f"--define-layers={n_layers}: DeFINE needs at least 2 levels (n and k), so N >= 2")
+        raise ValueError(f"--define-layers={n_layers}: DeFINE needs at least 2 grouped layers")
     if max_groups < 1:
         raise ValueError(f"--define-max-groups={max_groups} must be at least 1")
-    if expand_dim < input_dim:
-        raise ValueError(f"--define-expand-dim={expand_dim} must be at least --define-dim={input_dim} (k >= n)")
-    groups = group_schedule(transform, max_groups, n_layers - 1)
-    for g in set(groups):
-        if input_dim % g:
-            raise ValueError(
-                f"--define-dim={input_dim} does not split into {g} groups: choose --define-max-groups dividing it "
-                f"(a power of two up to {input_dim & -input_dim})"
-            )
-    if expand_dim % groups[-1]:
-        raise ValueError(f"--define-expand-dim={expand_dim} must be a multiple of the last layer's {groups[-1]} groups")
-    widths = [input_dim]
-    for level in range(1, n_layers):
-        raw = input_dim + (expand_dim - input_dim) * level / (n_layers - 1)
-        if level == n_layers - 1:
-            widths.append(expand_dim)
-        else:
-            step = math.lcm(groups[level - 1], groups[level], 8)
-            widths.append(int(math.ceil(raw / step)) * step)
-    return [
-        LayerSpec(
-            in_dim=widths[i] + (input_dim if mixer and i > 0 else 0),
-            out_dim=widths[i + 1],
-            groups=groups[i],
-            mixes_input=mixer and i > 0,
+    if expand_dim < proj_dim:
+        raise ValueError(
+            f"--define-expand-dim={expand_dim} must be at least the projected width d={proj_dim} "
+            f"(--define-proj-dim, default --decoder-embed-dim / 2)"
         )
-        for i in range(n_layers - 1)
-    ]
+    if connection not in CONNECTIONS:
+        raise ValueError(f"--define-connection={connection!r}: choose one of {', '.join(CONNECTIONS)}")
+    groups = group_schedule(transform, n_layers, max_groups)
+    # truncation to integers as the released code does (numpy's linspace, then a cast)
+    raw = np.linspace(proj_dim, expand_dim, n_layers).astype(np.int64).tolist()[1:]
+    widths = [math.ceil(w / max(groups[i], groups[i + 1], 8)) * max(groups[i], groups[i + 1], 8)
+              for i, w in enumerate(raw)] + [output_dim]
+    skip = proj_dim if connection != "none" else 0
+    layout = [LayerSpec(proj_dim if i == 0 else widths[i - 1] + skip, widths[i], groups[i]) for i in range(n_layers)]
+    for i, spec in enumerate(layout):
+        split = [proj_dim] if i == 0 or connection == "mixer" else []
+        for what, width in [("projected width d", w) for w in split] + [("input", spec.in_dim), ("output", spec.out_dim)]:
+            if width % spec.groups:
+                raise ValueError(
+                    f"DeFINE layer {i + 1} has {spec.groups} groups, which do not split its {what} {width}: choose "
+                    f"--define-max-groups (now {max_groups}), --define-proj-dim or --decoder-embed-dim so that it does"
+                )
+    return layout
 
 
 class GroupLinear(nn.Module):
@@ -106,10 +120,13 @@ class GroupLinear(nn.Module):
     Works in group-major layout, ``G x M x in/G -> G x M x out/G``: the ``G`` products are one batched matrix product
     (the input may be a strided view: ``bmm`` reads it with a leading dimension, no copy), and the output stays
     group-major so that the next layer's mixer reads it without a transpose. The LayerNorm has one set of
-    ``out/G`` affine weights shared by the groups (normalisation within each group).
+    ``out/G`` affine weights shared by the groups. With ``shuffle`` (the GLT+shuffle ablation) the product's output
+    is reordered feature-major before the normalisation, so each new group holds one slice of every old group, as the
+    released GLT does.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, groups: int, activation: str = "gelu", dropout: float = 0.0):
+    def __init__(self, in_dim: int, out_dim: int, groups: int, activation: str = "swish", dropout: float = 0.0,
+                 shuffle: bool = False):
         super().__init__()
         if in_dim % groups or out_dim % groups:
             raise ValueError(f"group linear {in_dim} -> {out_dim} does not split into {groups} groups")
@@ -121,19 +138,29 @@ class GroupLinear(nn.Module):
         self.norm = nn.LayerNorm(out_dim // groups)
         self.activation = activation
         self.dropout = dropout
+        self.shuffle = shuffle and groups > 1
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Xavier-uniform on each group's own fan-in / fan-out
-        _, fan_in, fan_out = self.weight.shape
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        nn.init.uniform_(self.weight, -bound, bound)
+        # As released: Xavier-uniform, zero bias. A one-group layer is a dense layer (fan-in in, fan-out out). A
+        # grouped one applies PyTorch's Xavier rule to the g x in/g x out/g tensor itself, which reads dim 0 as output
+        # maps and dim 2 as a receptive field: fan-in (in/g)(out/g), fan-out out, a smaller bound than per-group
+        # Xavier; kept so that training starts where the authors' did.
+        g, fan_in, fan_out = self.weight.shape
+        if g == 1:
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            nn.init.uniform_(self.weight, -bound, bound)
+        else:
+            nn.init.xavier_uniform_(self.weight)
         nn.init.zeros_(self.bias)
         self.norm.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         """``G x M x in/G -> G x M x out/G``."""
         y = torch.baddbmm(self.bias, x, self.weight)
+        if self.shuffle:
+            g, rows, width = y.shape
+            y = y.permute(1, 2, 0).reshape(rows, g, width).transpose(0, 1).contiguous()
         y = norm_act(y, self.norm.weight, self.norm.bias, self.norm.eps, self.activation)
         return F.dropout(y, self.dropout, self.training) if self.dropout > 0 and self.training else y
 
@@ -155,24 +182,28 @@ def regroup(y: Tensor, groups: int) -> List[Tensor]:
 
 
 def flatten_groups(y: Tensor) -> Tensor:
-    """Group-major ``G x M x d -> M x Gd`` in feature order (one copy)."""
-    return torch.cat(y.unbind(0), dim=-1)
+    """Group-major ``G x M x d -> M x Gd`` in feature order (a view for one group, else one copy)."""
+    return y[0] if y.shape[0] == 1 else torch.cat(y.unbind(0), dim=-1)
 
 
-def mix(e: Tensor, y: Tensor, groups: int) -> Tensor:
-    """The paper's mixer: the ``M x n`` input and the previous (group-major) output, each cut into ``groups`` chunks
-    and joined chunk by chunk -> ``G x M x (n + w)/G`` (group j = input chunk j, then output chunk j)."""
-    return torch.cat([group_major(e, groups), *regroup(y, groups)], dim=-1)
+def mix(x: Tensor, y: Tensor, groups: int) -> Tensor:
+    """The paper's mixer: the ``M x d`` input and the previous (group-major) output, each cut into ``groups`` chunks
+    and joined chunk by chunk -> ``G x M x (d + w)/G`` (group j = input chunk j, then output chunk j)."""
+    return torch.cat([group_major(x, groups), *regroup(y, groups)], dim=-1)
 
 
-def shuffle_groups(y: Tensor) -> Tensor:
-    """Channel shuffle (the GLT+shuffle ablation): group-major ``G x M x d`` -> ``M x Gd`` ordered feature-major, so
-    the next layer's chunk j gathers one slice from every group of this one."""
-    return y.permute(1, 2, 0).reshape(y.shape[1], -1)
+def time_shared_dropout(e: Tensor, p: float, training: bool) -> Tensor:
+    """Dropout on ``... x T x n`` embeddings with one mask per sequence, shared by its time steps (the released
+    wiring's recurrent-style embedding dropout); a 1-d batch of tokens gets one mask per token."""
+    if not training or p <= 0:
+        return e
+    shape = (*e.shape[:-2], 1, e.shape[-1]) if e.dim() >= 3 else e.shape
+    mask = torch.empty(shape, dtype=e.dtype, device=e.device).bernoulli_(1 - p) / (1 - p)
+    return e * mask
 
 
 class DeFINE(nn.Module):
-    """Map (``embedding``: tokens -> n) -> expand (grouped layers, n -> k) -> reduce (k -> m).
+    """Map (``embedding``: tokens -> n) -> input layer (n -> d) -> N grouped layers (d .. k -> m) -> output layer.
 
     ``forward``: ``tokens`` of any shape ``S`` (indices) -> ``S x output_dim``. ``embedding`` is any module mapping
     indices to ``S x input_dim`` and exposing ``padding_idx`` (an ``nn.Embedding`` or an ``AdaptiveInput``).
@@ -185,51 +216,65 @@ class DeFINE(nn.Module):
         expand_dim: int,
         output_dim: int,
         n_layers: int = 3,
-        max_groups: int = 64,
+        max_groups: int = 8,
+        proj_dim: Optional[int] = None,
         transform: str = "hgt",
-        mixer: bool = True,
-        activation: str = "gelu",
-        dropout: float = 0.0,
+        connection: str = "mixer",
+        activation: str = "swish",
+        dropout: float = 0.1,
+        embed_scale: float = 1.0,
+        embed_dropout: float = 0.1,
         cache: bool = False,
     ):
         super().__init__()
+        proj_dim = proj_dim or output_dim // 2
         self.map = embedding
         self.input_dim = input_dim
+        self.proj_dim = proj_dim
         self.embedding_dim = output_dim  # fairseq's decoder reads these two
         self.padding_idx = embedding.padding_idx
-        self.transform = transform
-        self.layout = define_layout(input_dim, expand_dim, n_layers, max_groups, transform, mixer)
-        self.expand = nn.ModuleList(
-            GroupLinear(spec.in_dim, spec.out_dim, spec.groups, activation, dropout) for spec in self.layout
+        self.embed_scale = embed_scale
+        self.embed_dropout = embed_dropout
+        self.connection = connection
+        self.layout = define_layout(proj_dim, expand_dim, output_dim, n_layers, max_groups, transform, connection)
+        self.input_layer = GroupLinear(input_dim, proj_dim, 1, activation, dropout)
+        self.layers = nn.ModuleList(
+            GroupLinear(s.in_dim, s.out_dim, s.groups, activation, dropout, shuffle=transform == "glt_shuffle")
+            for s in self.layout
         )
-        reduce_in = expand_dim + (input_dim if mixer else 0)
-        self.reduce = nn.Linear(reduce_in, output_dim)
-        nn.init.xavier_uniform_(self.reduce.weight)
-        nn.init.zeros_(self.reduce.bias)
-        self.mixer = mixer
+        reads_input = proj_dim if connection != "none" else 0
+        self.output_layer = GroupLinear(reads_input + output_dim, output_dim, 1, activation, dropout)
         self.cache = cache
         self.clear_cache()
 
     def block_parameters(self) -> int:
-        """Parameters of the expand and reduce layers (the paper's "DeFINE" count; the map layer is apart)."""
-        return sum(p.numel() for p in self.expand.parameters()) + sum(p.numel() for p in self.reduce.parameters())
+        """Parameters of the unit without its map layer (the paper's "DeFINE" count)."""
+        mapped = {id(p) for p in self.map.parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in mapped)
 
     def transform_embeddings(self, e: Tensor) -> Tensor:
         """``M x n`` mapped embeddings -> ``M x m``."""
-        y: Optional[Tensor] = None
-        for layer, spec in zip(self.expand, self.layout):
-            if y is None:
-                x = group_major(e, spec.groups)
-            else:
-                if self.transform == "glt_shuffle":
-                    y = group_major(shuffle_groups(y), 1)
-                pieces = regroup(y, spec.groups)
-                x = mix(e, y, spec.groups) if spec.mixes_input else pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
-            y = layer(x)
-        return self.reduce(torch.cat([e, *y.unbind(0)], dim=-1) if self.mixer else flatten_groups(y))
+        x = self.input_layer(e.unsqueeze(0))[0]
+        y = group_major(x, self.layout[0].groups)
+        for i, (layer, spec) in enumerate(zip(self.layers, self.layout)):
+            if i > 0:
+                if self.connection == "mixer":
+                    y = mix(x, y, spec.groups)
+                elif self.connection == "concat":
+                    y = group_major(torch.cat([x, flatten_groups(y)], dim=-1), spec.groups)
+                else:
+                    pieces = regroup(y, spec.groups)
+                    y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+            y = layer(y)
+        last = flatten_groups(y)
+        z = last if self.connection == "none" else torch.cat([x, last], dim=-1)
+        return self.output_layer(z.unsqueeze(0))[0]
 
     def compute(self, tokens: Tensor) -> Tensor:
         e = self.map(tokens)
+        if self.embed_scale != 1.0:
+            e = e * self.embed_scale
+        e = time_shared_dropout(e, self.embed_dropout, self.training)
         out = self.transform_embeddings(e.reshape(-1, self.input_dim))
         return out.view(*tokens.shape, -1)
 
