@@ -59,7 +59,8 @@ def test_input_initialisation_scales():
 
 @pytest.mark.parametrize(
     "cutoff,message",
-    [([60, 20], "strictly increasing"), ([20, 200], "past the dictionary size"), ([], "empty"), ([0, 5], "positive")],
+    [([60, 20], "strictly increasing"), ([20, 200], "reaches the dictionary size"), ([20, V], "reaches the dictionary size"),
+     ([], "empty"), ([0, 5], "positive")],
 )
 def test_input_bad_cutoffs(cutoff, message):
     with pytest.raises(ValueError, match=message):

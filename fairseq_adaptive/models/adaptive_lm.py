@@ -5,6 +5,7 @@ on WikiText-103 and the DeFINE language models of Mehta et al. 2020 (https://arx
 and 5); see README.md for the parameter-count derivation of each.
 """
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,8 +18,10 @@ from fairseq.models.transformer_lm import (
 )
 from fairseq.utils import safe_getattr
 
+from omegaconf import DictConfig, open_dict
 from torch import nn
 
+from ..modules.adaptive_input import band_dims, check_cutoff
 from ..modules.adaptive_softmax import AdaptiveSoftmax
 from ..modules.define import DeFINE
 from .causal_attention import use_causal_attention
@@ -56,6 +59,10 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig, FastPathCon
     )
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "decoder output dimension (the softmax input width)"}
+    )
+    dictionary_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "set when the model is first built: its dictionary's size, checked when a checkpoint loads"},
     )
     define_dim: Optional[int] = field(
         default=None,
@@ -118,6 +125,21 @@ def build_lm_input_layer(args, dictionary) -> nn.Module:
     )
 
 
+def check_dictionary_size(args, dictionary, data: str) -> None:
+    """A model is built for one dictionary: record its size in the config (saved with every checkpoint) and, when a
+    checkpoint's config comes back with another dictionary, say so before anything is built from it."""
+    trained = safe_getattr(args, "dictionary_size", None)
+    if trained is None:
+        with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
+            args.dictionary_size = len(dictionary)  # a checkpoint's config from before this field: add it
+    elif trained != len(dictionary):
+        raise ValueError(
+            f"the dictionary of {data} has {len(dictionary):,} entries, but the checkpoint was trained with a "
+            f"{trained:,}-entry dictionary: score text binarised with the checkpoint's own dict.txt "
+            f"(fairseq-preprocess --only-source --srcdict <the training data-bin>/dict.txt ...)"
+        )
+
+
 def validate_lm_config(args, vocab_size: int) -> None:
     """Fail at build time, naming the flag and the fix, on combinations that would break deep in a forward."""
     input_cutoff = parse_cutoff(safe_getattr(args, "adaptive_input_cutoff"), "--adaptive-input-cutoff")
@@ -125,11 +147,13 @@ def validate_lm_config(args, vocab_size: int) -> None:
     if args.adaptive_input and input_cutoff is None:
         raise ValueError("--adaptive-input needs --adaptive-input-cutoff (e.g. 20000,60000, or auto)")
     for cutoff, flag in ((input_cutoff, "--adaptive-input-cutoff"), (softmax_cutoff, "--adaptive-softmax-cutoff")):
-        if cutoff is not None and (cutoff != sorted(set(cutoff)) or cutoff[0] <= 0 or cutoff[-1] > vocab_size):
-            raise ValueError(
-                f"{flag}={','.join(map(str, cutoff))} must be positive, strictly increasing and at most the "
-                f"dictionary size {vocab_size}"
-            )
+        if cutoff is not None:
+            check_cutoff(cutoff, vocab_size, flag)
+    if args.adaptive_input:
+        band_dims(input_layer_width(args), args.adaptive_input_factor, len(input_cutoff) + 1, "--adaptive-input-factor")
+    if softmax_cutoff is not None:
+        band_dims(args.decoder_output_dim, args.adaptive_softmax_factor, len(softmax_cutoff) + 1,
+                  "--adaptive-softmax-factor")
     if args.tie_adaptive_weights:
         if not args.adaptive_input or softmax_cutoff is None:
             raise ValueError(
@@ -168,6 +192,11 @@ def validate_lm_config(args, vocab_size: int) -> None:
         )
     if not 0.0 <= args.adaptive_softmax_dropout < 1.0:
         raise ValueError(f"--adaptive-softmax-dropout={args.adaptive_softmax_dropout} must lie in [0, 1)")
+
+
+def data_of(task) -> str:
+    """The data directory a task reads (for messages)."""
+    return str(safe_getattr(safe_getattr(task, "args", None), "data", None) or "the data directory")
 
 
 class AdaptiveDecoder(TransformerDecoder):
@@ -228,8 +257,9 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
 
     @classmethod
     def build_model(cls, args, task):
-        resolve_dims(args)
         dictionary = task.source_dictionary
+        check_dictionary_size(args, dictionary, data_of(task))
+        resolve_dims(args)
         validate_lm_config(args, len(dictionary))
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))

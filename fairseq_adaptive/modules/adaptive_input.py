@@ -24,22 +24,27 @@ def check_cutoff(cutoff: Sequence[int], vocab_size: int, flag: str = "--adaptive
         raise ValueError(f"{flag} is empty: give increasing band boundaries such as 20000,60000")
     if any(b <= a for a, b in zip(cutoff, cutoff[1:])) or cutoff[0] <= 0:
         raise ValueError(f"{flag}={','.join(map(str, cutoff))} must be positive and strictly increasing")
-    if cutoff[-1] > vocab_size:
+    if cutoff[-1] >= vocab_size:
         raise ValueError(
-            f"{flag}={','.join(map(str, cutoff))} goes past the dictionary size {vocab_size}: "
-            f"every boundary must be below it (drop the last one or rebuild the dictionary)"
+            f"{flag}={','.join(map(str, cutoff))} reaches the dictionary size {vocab_size}: every boundary must be "
+            f"below it, or the last band is empty (drop the last boundary, or check that the dictionary is the one "
+            f"the cutoffs were chosen for)"
         )
-    if cutoff[-1] < vocab_size:
-        cutoff.append(vocab_size)
-    return cutoff
+    return cutoff + [vocab_size]
 
 
-def band_dims(initial_dim: int, factor: float, n_bands: int) -> List[int]:
-    """Band widths ``initial_dim // factor**i``; each must stay >= 1."""
+def band_dims(initial_dim: int, factor: float, n_bands: int, flag: str = "--adaptive-input-factor") -> List[int]:
+    """Band widths ``initial_dim // factor**i``: a factor of at least 1 (1 keeps every band at full width; below 1
+    the rare bands would be wider than the frequent ones, the opposite of the method), each width at least 1."""
+    if not factor >= 1:
+        raise ValueError(
+            f"{flag}={factor}: the factor must be at least 1 (band i is factor^i times narrower than the first; the "
+            f"paper uses 4, and 1 gives every band the full width)"
+        )
     dims = [int(initial_dim // (factor**i)) for i in range(n_bands)]
     if min(dims) < 1:
         raise ValueError(
-            f"band widths {dims} reach zero: lower the factor ({factor}) or use fewer cutoffs ({n_bands - 1})"
+            f"{flag}={factor}: band widths {dims} reach zero; lower the factor or use fewer cutoffs ({n_bands - 1})"
         )
     return dims
 

@@ -94,7 +94,7 @@ class AdaptiveSoftmax(nn.Module):
                 self.head_proj = nn.Linear(input_dim, self.head_words.shape[1], bias=False)
         self.head_clusters = nn.Parameter(torch.empty(self.n_clusters, input_dim))
 
-        dims = band_dims(input_dim, factor, len(self.cutoff))[1:]
+        dims = band_dims(input_dim, factor, len(self.cutoff), flag="--adaptive-softmax-factor")[1:]
         self.tail = nn.ModuleList()
         for i, dim in enumerate(dims):
             size = self.cutoff[i + 1] - self.cutoff[i]

@@ -15,7 +15,8 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from fairseq.utils import safe_getattr
 
-from ..models.adaptive_lm import AUTO, parse_cutoff
+from ..models.adaptive_lm import AUTO, check_dictionary_size, data_of, parse_cutoff
+from ..modules.adaptive_input import check_cutoff
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class AdaptiveLanguageModelingConfig(LanguageModelingConfig):
 class AdaptiveLanguageModelingTask(LanguageModelingTask):
     def build_model(self, args, from_checkpoint=False):
         dictionary = self.source_dictionary
+        check_dictionary_size(args, dictionary, data_of(self))
         self.resolve_cutoffs(args, dictionary)
         return super().build_model(args, from_checkpoint)
 
@@ -115,8 +117,9 @@ class AdaptiveLanguageModelingTask(LanguageModelingTask):
                     logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
                 setattr(args, name, ",".join(map(str, derived)))
         for name in names:
-            cutoff = parse_cutoff(getattr(args, name), "--" + name.replace("_", "-"))
-            fractions = band_fractions(dictionary, [c for c in cutoff if c < len(dictionary)])
+            flag = "--" + name.replace("_", "-")
+            cutoff = check_cutoff(parse_cutoff(getattr(args, name), flag), len(dictionary), flag)[:-1]
+            fractions = band_fractions(dictionary, cutoff)
             logger.info(
                 f"{name}={','.join(map(str, cutoff))}: fraction of training tokens per band "
                 + " / ".join(f"{f:.4f}" for f in fractions)
