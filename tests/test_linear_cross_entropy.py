@@ -79,9 +79,9 @@ def test_rows_helper_gives_the_logit_gradient():
     x, w, t, keep = problem(dtype=torch.float32)
     logits = (x @ w.t()).detach()
     expected = (torch.softmax(logits, 1) - F.one_hot(t, logits.size(1))) * keep.unsqueeze(1)
-    nll, grad = cross_entropy_rows(logits.clone(), t, keep, grad=True)
+    nll, smoothing, grad = cross_entropy_rows(logits.clone(), t, keep, grad=True)
     torch.testing.assert_close(grad, expected)
-    assert cross_entropy_rows(logits, t, keep, grad=False)[1] is None
+    assert smoothing is None and cross_entropy_rows(logits, t, keep, grad=False)[2] is None
     torch.testing.assert_close(nll, F.cross_entropy(x @ w.t(), t, reduction="none").detach())
 
 
@@ -106,7 +106,7 @@ KERNEL_CHECK = textwrap.dedent(
         target = torch.randint(0, classes, (6,))
         keep = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
         nll, ours = kernel.cross_entropy_rows(logits.clone(), target, keep, True)
-        ref, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)  # CPU tensors: the PyTorch code
+        ref, _, theirs = lce.cross_entropy_rows(logits.clone(), target, keep, True)  # CPU tensors: the PyTorch code
         plain, none = kernel.cross_entropy_rows(logits.clone(), target, keep, False)
         tol = 1e-5 if dtype == torch.float32 else 8e-3
         torch.testing.assert_close(nll, ref, rtol=1e-5, atol=1e-5)
@@ -269,3 +269,57 @@ def test_fp16_gradients_of_rare_classes_survive():
     assert error(wr.grad) < max(2 * error(wa.grad), 1e-2)
     x_error = [((g.double() - x64.grad).abs().max() / x64.grad.abs().max()).item() for g in (xr.grad, xa.grad)]
     assert x_error[0] < max(2 * x_error[1], 1e-2)
+
+
+# ------------------------------------------------------------------------------------------ kernel self-check
+@pytest.fixture
+def fake_device(monkeypatch):
+    """CPU tensors treated as a device the kernels run on, with a fresh self-check record."""
+    from fairseq_adaptive.modules import linear_cross_entropy as lce
+    from fairseq_adaptive.modules import triton_norm_act, triton_support
+
+    monkeypatch.setattr(triton_support, "_TRUSTED", {})
+    monkeypatch.setattr(lce, "runs_on", lambda t: True)
+    monkeypatch.setattr(triton_norm_act, "runs_on", lambda t: True)
+    return lce, triton_norm_act
+
+
+@pytest.mark.parametrize("broken", [True, False])
+def test_cross_entropy_kernel_is_checked_once_and_dropped_on_a_mismatch(fake_device, monkeypatch, caplog, broken):
+    lce, _ = fake_device
+    calls = []
+
+    def kernel(logits, target, keep, grad, scale=1.0):  # the PyTorch code, off by 1e-2 in the NLL when broken
+        calls.append(logits.shape)
+        nll, _, g = lce.pytorch_rows(logits, target, keep, grad, scale)
+        return nll + (1e-2 if broken else 0.0), g
+
+    monkeypatch.setattr(lce.triton_cross_entropy, "cross_entropy_rows", kernel)
+    x, w, t, keep = problem(dtype=torch.float32)
+    ref, _ = reference(x, w, t, keep)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            got, _ = linear_cross_entropy(x, w, t, keep)
+            torch.testing.assert_close(got, ref)  # right either way: a broken kernel is not used
+    warned = [r.getMessage() for r in caplog.records if "cross_entropy_rows" in r.getMessage()]
+    assert len(warned) == (1 if broken else 0)
+    if broken:
+        assert "largest difference 0.01" in warned[0] and "PyTorch code for the rest of the run" in warned[0]
+        assert len(calls) == 2  # the check's two blocks, nothing after
+    else:
+        assert len(calls) > 2  # trusted: it serves the real blocks
+
+
+def test_norm_act_kernel_that_fails_is_replaced_by_pytorch(fake_device, monkeypatch, caplog):
+    _, kernel = fake_device
+
+    def failing(*args):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(kernel, "fused_norm_act", failing)
+    x = torch.randn(5, 16)
+    w, b = torch.randn(16), torch.randn(16)
+    with caplog.at_level("WARNING"):
+        out = kernel.norm_act(x, w, b, 1e-5, "swish")
+    torch.testing.assert_close(out, kernel.reference(x, w, b, 1e-5, "swish"))
+    assert "norm_act[swish]" in caplog.text and "no kernel image" in caplog.text

@@ -147,21 +147,29 @@ def test_batch_size_invariance(lm_data):
     torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-5)
 
 
-def test_chunked_softmax_flag_gives_the_same_loss(lm_data):
-    from fairseq_adaptive.criterions.adaptive_cross_entropy import output_layer_loss
+def test_full_softmax_loss_goes_through_the_engine_from_features(lm_data):
+    """A full softmax's training loss: the criterion asks the decoder for features and scores them blockwise; the loss
+    and every gradient equal F.cross_entropy over the materialised B x T x V logits."""
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import decoder_features, output_layer_loss
 
     torch.manual_seed(0)
+    model, _ = build(lm_data, "adaptive_lm_define_std_tiny", "--define-dim", "0", "--dropout", "0")
+    assert getattr(model.decoder, "adaptive_softmax", None) is None
     tokens = torch.randint(4, 400, (2, 12))
-    losses = []
-    for chunk in ("0", "64"):
-        model, args = build(lm_data, "adaptive_lm_tiny", "--adaptive-softmax-chunk", chunk)
-        assert model.decoder.adaptive_softmax.chunk_size == int(chunk)
-        if losses:
-            model.load_state_dict(state)
-        state = model.state_dict()
-        out = model(tokens)
-        losses.append(output_layer_loss(model, out, tokens.roll(-1, 1), padding_idx=1)[0])
-    torch.testing.assert_close(losses[0], losses[1])
+    target = tokens.roll(-1, 1)
+    target[1, -3:] = 1  # padding
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}}
+    features = decoder_features(model, sample)[0]
+    assert features.shape == (2, 12, model.decoder.output_embed_dim)  # features, not V-wide logits
+    got = output_layer_loss(model, features, target, padding_idx=1)[0]
+    got_grads = torch.autograd.grad(got, list(model.parameters()))
+    logits = model(tokens)[0]
+    ref = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), target.view(-1), ignore_index=1,
+                                            reduction="sum")
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    torch.testing.assert_close(got, ref)
+    for a, b in zip(got_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
@@ -244,7 +252,7 @@ def test_criterion_logs_cluster_stats_after_the_main_metrics(lm_data, quiet):
 
 
 @pytest.mark.parametrize("arch,extra", [("adaptive_lm_tiny", ()), ("adaptive_lm_define_tiny", ()),
-                                        ("adaptive_lm_tiny", ("--adaptive-softmax-chunk", "64"))])
+                                        ("adaptive_lm_define_std_tiny", ("--define-dim", "0"))])
 def test_training_step_under_autocast(lm_data, arch, extra):
     """fairseq's ``--amp`` runs the step under autocast with fp32 weights (CUDA, fp16); CPU autocast (bf16) takes the
     same code: the loss stays within bf16 rounding of the fp32 step and every gradient is fp32 and close to it."""

@@ -199,53 +199,75 @@ def test_same_outputs_as_fairseq_modules(tied, tie_proj, initial_dim):
 
 
 
-# ------------------------------------------------------------------------------------------------ chunked scoring
-from fairseq_adaptive.modules.chunked_cross_entropy import chunked_target_log_prob  # noqa: E402
+# ------------------------------------------------------------------------------------------- one engine, every route
+from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss  # noqa: E402
+
+LAYERS = {  # (tied, tie_proj, initial_dim, model_dim): a head projection when the head band is narrower
+    "untied": (False, False, 16, 16),
+    "tied": (True, True, 16, 16),
+    "tied, head_proj": (True, True, 8, 16),
+    "tied, own projections, head_proj": (True, False, 8, 16),
+}
 
 
-@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
-def test_chunked_target_log_prob_equals_materialised(chunk):
-    torch.manual_seed(0)
-    x = torch.randn(13, 8, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(50, 8, dtype=torch.float64, requires_grad=True)
-    t = torch.randint(0, 50, (13,))
-    g = torch.randn(13, dtype=torch.float64)
-    ref = torch.log_softmax(x @ w.t(), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-    ref_grads = torch.autograd.grad((ref * g).sum(), (x, w))
-    got = chunked_target_log_prob(x, w, t, chunk)
-    got_grads = torch.autograd.grad((got * g).sum(), (x, w))
-    torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
-    for a, b in zip(got_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-
-
-def test_chunked_target_log_prob_in_bf16_and_empty():
-    torch.manual_seed(0)
-    x, w = torch.randn(64, 16), torch.randn(300, 16)
-    t = torch.randint(0, 300, (64,))
-    ref = torch.log_softmax(x @ w.t(), dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
-    got = chunked_target_log_prob(x.bfloat16(), w.bfloat16(), t, 32)
-    assert got.dtype == torch.float32
-    torch.testing.assert_close(got, ref, rtol=0.05, atol=0.1)
-    w.requires_grad_(True)
-    empty = chunked_target_log_prob(x[:0], w, t[:0], 32)
-    empty.sum().backward()
-    assert empty.shape == (0,) and w.grad is not None and torch.count_nonzero(w.grad) == 0
-
-
-@pytest.mark.parametrize("tied", [False, True])
-def test_chunked_adaptive_softmax_equals_materialised(tied):
-    _, sm = build(tied=tied, tie_proj=tied)
-    x = torch.randn(3, 9, 16, requires_grad=True)
+def route_problem(layer, empty_cluster):
+    _, sm = build(*LAYERS[layer])
+    sm = sm.double()
+    assert (sm.head_proj is not None) == ("head_proj" in layer)
+    x = torch.randn(3, 9, 16, dtype=torch.double, requires_grad=True)
     target = tokens_with_every_band()
+    if empty_cluster:
+        target[target >= CUT[1]] = 7  # the last cluster gets no target
     target[2, 4:] = PAD
-    ref, ref_cl, ref_n = sm.loss(x, target, ignore_index=PAD)
-    ref_grads = torch.autograd.grad(ref, [x] + list(sm.parameters()))
-    sm.chunk_size = 7
-    got, got_cl, got_n = sm.loss(x, target, ignore_index=PAD)
-    got_grads = torch.autograd.grad(got, [x] + list(sm.parameters()))
-    torch.testing.assert_close(got, ref)
-    torch.testing.assert_close(got_cl, ref_cl)
-    assert torch.equal(got_n, ref_n)
-    for a, b in zip(got_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    return sm, x, target
+
+
+@pytest.mark.parametrize("empty_cluster", [False, True])
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+@pytest.mark.parametrize("route", ["nll", "label_smoothed", "score"])
+def test_every_route_equals_the_materialised_fp64_reference(layer, route, empty_cluster):
+    """Training NLL, label-smoothed loss (fairseq's formula on the full distribution) and scoring, through the
+    blockwise engine, against log-probabilities materialised in fp64: values and every gradient."""
+    sm, x, target = route_problem(layer, empty_cluster)
+    params = [x] + list(sm.parameters())
+    logp = sm.get_log_prob(x).view(-1, V)  # every row the full distribution
+    flat = target.view(-1)
+    if route == "score":
+        with torch.no_grad():
+            got = sm.target_log_prob(x, target)
+        torch.testing.assert_close(got.view(-1), logp.gather(1, flat.unsqueeze(1)).squeeze(1).detach())
+        return
+    if route == "nll":
+        ref = F.nll_loss(logp, flat, ignore_index=PAD, reduction="sum")
+        got, per_cluster, counts = sm.loss(x, target, ignore_index=PAD)
+        torch.testing.assert_close(per_cluster.sum(), ref.detach())
+        assert counts.sum() == (flat != PAD).sum() and (counts[-1] == 0) == empty_cluster
+    else:
+        ref, ref_nll = label_smoothed_nll_loss(logp, flat, 0.1, ignore_index=PAD)
+        got, nll = sm.label_smoothed_loss(x, target, PAD, 0.1)
+        torch.testing.assert_close(nll, ref_nll.detach())
+    torch.testing.assert_close(got, ref.detach())
+    for a, b in zip(torch.autograd.grad(got, params, allow_unused=True), torch.autograd.grad(ref, params, allow_unused=True)):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    assert x.grad is None
+
+
+@pytest.mark.parametrize("route", ["nll", "label_smoothed"])
+def test_routes_in_bf16_are_within_rounding_of_fp32(route):
+    _, sm = build(True, True, 8, 16)
+    x = torch.randn(64, 16)
+    target = torch.randint(2, V, (64,))
+    ref = sm.loss(x, target, PAD)[0] if route == "nll" else sm.label_smoothed_loss(x, target, PAD, 0.1)[0]
+    sm16 = sm.bfloat16()
+    got = sm16.loss(x.bfloat16(), target, PAD)[0] if route == "nll" else sm16.label_smoothed_loss(x.bfloat16(), target, PAD, 0.1)[0]
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=2e-2, atol=0)
+
+
+def test_the_chunk_flag_is_gone_with_a_clear_error(lm_data):
+    from .test_model import build as build_model
+
+    with pytest.raises(ValueError, match="--adaptive-softmax-chunk=64 was removed.*drop the flag"):
+        build_model(lm_data, "adaptive_lm_tiny", "--adaptive-softmax-chunk", "64")

@@ -43,8 +43,7 @@ def test_plot_curves_reads_json_logs_and_draws(lm_data, tmp_path, capsys):
 def test_benchmarks_run_at_tiny_sizes(tmp_path):
     """The benchmark scripts stay runnable (their timings are printed, never asserted)."""
     for script, extra in (
-        ("output_layer.py", ["--vocab", "600", "--dim", "16", "--cutoff", "100,300", "--tokens", "64",
-                             "--chunk", "128"]),
+        ("output_layer.py", ["--vocab", "600", "--dim", "16", "--cutoff", "100,300", "--tokens", "64"]),
         ("train_step.py", ["--vocab", "600", "--dim", "16", "--ffn", "32", "--heads", "2", "--layers", "1",
                            "--cutoff", "100,300", "--tokens-per-sample", "16", "--max-tokens", "64"]),
         ("define_block.py", ["--vocab", "300", "--n", "16", "--k", "64", "--m", "32", "--groups", "4",

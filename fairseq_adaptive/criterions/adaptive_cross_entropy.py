@@ -1,4 +1,6 @@
-"""``adaptive_cross_entropy``: the language-model loss over our adaptive softmax (or a full softmax), in fp32.
+"""``adaptive_cross_entropy``: the language-model loss over our adaptive softmax (or a full softmax), in fp32, through
+the blockwise engine (``modules/linear_cross_entropy.py``): the decoder hands its features to the criterion, and no
+``B x T x V`` logit matrix is formed, for a full softmax either.
 
 Differences from fairseq's ``adaptive_loss``: the loss is accumulated in fp32 (fairseq's sums half-precision
 cluster losses and logs ``inf`` under ``--fp16`` at WikiText-103 size); every parameter takes part in every
@@ -9,29 +11,42 @@ loss (base 2, per token of that cluster) and the fraction of target tokens, so u
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
 
+from ..modules.linear_cross_entropy import linear_cross_entropy
+
 _CLUSTER_KEY = re.compile(r"^cluster(\d+)_ntokens$")
 
 
-def output_layer_loss(model, net_output, target, padding_idx: int):
-    """Summed fp32 NLL of ``target`` and per-cluster (head first) loss sums and token counts.
+def output_weight(model) -> Optional[torch.Tensor]:
+    """The ``V x d`` weight of a decoder's full-softmax output projection (None with an adaptive softmax)."""
+    if getattr(model.decoder, "adaptive_softmax", None) is not None:
+        return None
+    return model.decoder.output_projection.weight
 
-    ``net_output[0]`` holds features when the decoder has an adaptive softmax, logits otherwise.
-    """
+
+def decoder_features(model, sample):
+    """The decoder's output features (``B x T x d``, after its projection to the output width) and its extra
+    outputs: what the output layer scores. fairseq decoders return the same without the final product when asked
+    for ``features_only``, so a full softmax's ``B x T x V`` logits are never formed in training."""
+    return model(**sample["net_input"], features_only=True)
+
+
+def output_layer_loss(model, features, target, padding_idx: int):
+    """Summed fp32 NLL of ``target`` under the decoder's output layer (adaptive or full softmax), and per cluster
+    (head first; one entry for a full softmax) the loss sums and token counts, through the blockwise engine."""
     adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
     if adaptive_softmax is not None:
-        return adaptive_softmax.loss(net_output[0], target, ignore_index=padding_idx)
-    logits = net_output[0]
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1), ignore_index=padding_idx, reduction="sum"
-    )
-    return loss, loss.detach().reshape(1), target.ne(padding_idx).sum().reshape(1)
+        return adaptive_softmax.loss(features, target, ignore_index=padding_idx)
+    target = target.reshape(-1)
+    keep = target != padding_idx
+    loss, _ = linear_cross_entropy(features.reshape(-1, features.size(-1)), output_weight(model), target, keep)
+    return loss, loss.detach().reshape(1), keep.sum().reshape(1)
 
 
 @dataclass
@@ -50,9 +65,9 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         if not reduce:
             raise ValueError("adaptive_cross_entropy returns summed losses only (reduce=True)")
-        net_output = model(**sample["net_input"])
+        net_output = decoder_features(model, sample)
         target = model.get_targets(sample, net_output)
-        loss, per_cluster, counts = output_layer_loss(model, net_output, target, self.padding_idx)
+        loss, per_cluster, counts = output_layer_loss(model, net_output[0], target, self.padding_idx)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
             "loss": loss.data,

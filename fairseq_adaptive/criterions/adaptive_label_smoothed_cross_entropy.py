@@ -3,35 +3,74 @@ softmax (fairseq has none: its ``label_smoothed_cross_entropy`` asks the decoder
 and its ``adaptive_loss`` has no smoothing and fails for translation, fairseq issue #1162).
 
 Same smoothing formula and logged metrics (``loss``, ``nll_loss``, ``ppl``) as fairseq's criterion; the loss is
-accumulated in fp32 and every parameter takes part in every step (any ``--ddp-backend``). Models without an adaptive
-softmax get fairseq's own computation, on fp32 log-probabilities.
+accumulated in fp32 and every parameter takes part in every step (any ``--ddp-backend``). Adaptive and full softmax
+alike go through the blockwise engine (``modules/linear_cross_entropy.py``): the decoder hands its features to the
+criterion, the smoothing term is reduced block by block with the NLL, and no V-wide row is ever held.
 """
 
+import torch
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 
+from ..modules.linear_cross_entropy import (
+    block_elements_for,
+    label_smoothing_weights,
+    linear_cross_entropy,
+    rows_per_block,
+)
+from .adaptive_cross_entropy import decoder_features, output_weight
+
 
 @register_criterion("adaptive_label_smoothed_cross_entropy", dataclass=LabelSmoothedCrossEntropyCriterionConfig)
 class AdaptiveLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
-    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False):
-        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
-
-    def compute_loss(self, model, net_output, sample, reduce=True):
-        adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
-        if adaptive_softmax is None:
-            return super().compute_loss(model, net_output, sample, reduce=reduce)
+    def forward(self, model, sample, reduce=True):
         if not reduce:
             raise ValueError("adaptive_label_smoothed_cross_entropy returns summed losses only (reduce=True)")
+        if self.report_accuracy and output_weight(model) is None:
+            raise ValueError("--report-accuracy needs the argmax over the full vocabulary, which an adaptive softmax "
+                             "does not compute in training: drop --report-accuracy")
+        net_output = decoder_features(model, sample)
+        loss, nll_loss = self.compute_loss(model, net_output, sample)
+        sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
+        logging_output = {
+            "loss": loss.data,
+            "nll_loss": nll_loss.data,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["target"].size(0),
+            "sample_size": sample_size,
+        }
+        if self.report_accuracy:
+            n_correct, total = self.compute_accuracy(model, net_output, sample)
+            logging_output["n_correct"], logging_output["total"] = n_correct.data, total.data
+        return loss, sample_size, logging_output
+
+    def compute_accuracy(self, model, net_output, sample):
+        """fairseq's accuracy (argmax == target over non-padding positions) from the features, a block of rows at a
+        time (a full softmax only)."""
         features, target = net_output[0], model.get_targets(sample, net_output)
         if self.ignore_prefix_size > 0:
             features, target = features[:, self.ignore_prefix_size :], target[:, self.ignore_prefix_size :]
-        return adaptive_softmax.label_smoothed_loss(features, target, self.padding_idx, self.eps)
+        x, target = features.reshape(-1, features.size(-1)).detach(), target.reshape(-1)
+        weight = output_weight(model).detach()
+        with torch.no_grad():
+            step = rows_per_block(x.size(0), weight.size(0), block_elements_for(x))
+            best = torch.cat([(rows @ weight.t()).argmax(1) for rows in x.split(step)])
+        keep = target != self.padding_idx
+        return (best.eq(target) & keep).sum(), keep.sum()
 
-    def compute_accuracy(self, model, net_output, sample):
-        if getattr(model.decoder, "adaptive_softmax", None) is not None:
-            raise ValueError("--report-accuracy needs the argmax over the full vocabulary, which an adaptive softmax "
-                             "does not compute in training: drop --report-accuracy")
-        return super().compute_accuracy(model, net_output, sample)
+    def compute_loss(self, model, net_output, sample, reduce=True):
+        """``net_output[0]`` holds the decoder's features (see ``forward``)."""
+        features, target = net_output[0], model.get_targets(sample, net_output)
+        if self.ignore_prefix_size > 0:
+            features, target = features[:, self.ignore_prefix_size :], target[:, self.ignore_prefix_size :]
+        adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
+        if adaptive_softmax is not None:
+            return adaptive_softmax.label_smoothed_loss(features, target, self.padding_idx, self.eps)
+        weight = output_weight(model)
+        target = target.reshape(-1)
+        keep, smooth = label_smoothing_weights(target != self.padding_idx, self.eps, weight.size(0))
+        loss, nll = linear_cross_entropy(features.reshape(-1, features.size(-1)), weight, target, keep, smooth)
+        return loss, nll.sum()

@@ -33,12 +33,10 @@ __all__ = ["AUTO", "AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel
 class FastPathConfig:
     """Speed switches shared by ``adaptive_lm`` and ``adaptive_transformer``; each keeps the math unchanged."""
 
-    adaptive_softmax_chunk: int = field(
-        default=0,
-        metadata={
-            "help": "score the adaptive softmax's targets in chunks of this many classes, recomputing logits in "
-            "backward instead of storing them (saves memory at large vocabularies; 0: materialise the logits)"
-        },
+    adaptive_softmax_chunk: Optional[int] = field(
+        default=None,
+        metadata={"help": "removed: every loss and score runs through the blockwise engine, whose memory is bounded "
+                          "without it (a value above 0 is an error)"},
     )
     no_causal_sdpa: bool = field(
         default=False,
@@ -190,6 +188,11 @@ def validate_lm_config(args, vocab_size: int) -> None:
             f"--share-decoder-input-output-embed needs {flag} ({input_layer_width(args)}) equal to "
             f"--decoder-output-dim ({args.decoder_output_dim})"
         )
+    if (safe_getattr(args, "adaptive_softmax_chunk", None) or 0) > 0:
+        raise ValueError(
+            f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
+            f"block by block through one engine, which bounds memory without it; drop the flag"
+        )
     if not 0.0 <= args.adaptive_softmax_dropout < 1.0:
         raise ValueError(f"--adaptive-softmax-dropout={args.adaptive_softmax_dropout} must lie in [0, 1)")
 
@@ -246,8 +249,6 @@ class AdaptiveDecoder(TransformerDecoder):
             factor=cfg.adaptive_softmax_factor,
             adaptive_input=adaptive_input_of(embed_tokens) if tied else None,
             tie_proj=cfg.tie_adaptive_proj,
-            # fairseq's TransformerConfig drops fields it does not know: read ours from the original args
-            chunk_size=safe_getattr(self.args, "adaptive_softmax_chunk", 0) or 0,
         )
 
 

@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
-from .chunked_cross_entropy import chunked_target_log_prob
-from .linear_cross_entropy import linear_cross_entropy
+from .linear_cross_entropy import label_smoothing_weights, linear_cross_entropy
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -65,12 +64,8 @@ class AdaptiveSoftmax(nn.Module):
         factor: float = 4.0,
         adaptive_input: Optional[AdaptiveInput] = None,
         tie_proj: bool = False,
-        chunk_size: int = 0,
     ):
         super().__init__()
-        # > 0: score targets chunk by chunk of classes, never holding a full logit matrix (see
-        # chunked_cross_entropy); 0: materialise each cluster's logits (fastest when memory allows).
-        self.chunk_size = chunk_size
         self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
         self.vocab_size = vocab_size
         self.input_dim = input_dim
@@ -146,7 +141,14 @@ class AdaptiveSoftmax(nn.Module):
         sizes = torch.bincount(cluster, minlength=self.n_clusters + 1).tolist()
         return torch.argsort(cluster, stable=True).split(sizes)
 
-    # ---------------------------------------------------------------- training
+    def head_segments(self, x: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+        """The head's logits as :func:`linear_cross_entropy` segments: its word rows, then its cluster rows, on
+        ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the model)."""
+        if self.head_proj is None:
+            return (x,), (self.head_weight(),)
+        return (self.head_proj(x), x), (self.head_words, self.head_clusters)
+
+    # ---------------------------------------------------------------- training and scoring (one route)
     def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
         """Summed negative log-likelihood of ``target`` (fp32 scalar), and per cluster (head first, fp32 vector
         of ``1 + n_clusters``) the summed loss and the number of scored tokens.
@@ -159,11 +161,7 @@ class AdaptiveSoftmax(nn.Module):
         keep = target != ignore_index
         x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
         cluster = self.cluster_of(target)
-        if self.chunk_size > 0 or self.head_proj is not None:
-            nll = -self.target_log_prob(x, target).masked_fill(~keep, 0.0)
-            total, nll = nll.sum(), nll.detach()
-        else:
-            total, nll = self.blockwise_nll(x, target, keep, cluster)
+        total, nll = self.blockwise_nll(x, target, keep, cluster)
         per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll)
         counts = torch.zeros(self.n_clusters + 1, dtype=torch.long, device=target.device)
         counts = counts.index_add(0, cluster, keep.long())
@@ -173,7 +171,7 @@ class AdaptiveSoftmax(nn.Module):
         """``N x d`` -> (summed NLL of the kept positions, with gradients; ``N`` per-position NLL, 0 where not kept,
         without), the head and each tail through :func:`linear_cross_entropy` (no full logit matrix)."""
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        total, nll = linear_cross_entropy(x, self.head_weight(), head_target, keep)
+        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, keep)
         for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
             tail_loss, tail_nll = linear_cross_entropy(
                 tail.hidden(x.index_select(0, rows)), tail.words, target.index_select(0, rows) - self.cutoff[i],
@@ -189,34 +187,31 @@ class AdaptiveSoftmax(nn.Module):
         """Label-smoothed loss and plain NLL, both summed in fp32, with fairseq's smoothing
         (``label_smoothed_nll_loss``): ``(1 - eps - eps/(V-1)) * nll + eps/(V-1) * sum_w -log p(w)``.
 
-        The smoothing term needs every word's log-probability, but only through sums: within cluster ``c`` with
-        logits ``z`` (size ``|c|``) and head log-probability ``p_c``, ``sum_w log p(w) = |c| p_c + sum(z) - |c| lse(z)``,
-        so each cluster's logits are reduced on the spot (never a ``V``-wide row) and computed once for both terms
-        (one dropout mask). Every cluster runs on every position: no host synchronisation, every parameter in the
-        graph (DDP-safe).
+        The smoothing term needs every word's log-probability, but only through sums: with ``p_c`` the head's
+        log-probability of cluster c and ``z`` the cluster's logits, ``sum_{w in c} -log p(w) = |c| (-p_c) +
+        sum(|c|) lse(z) - sum(z)``. So the head scores its word columns with weight 1 and each cluster column with
+        weight ``|c|``, and every tail cluster scores every position (weight 1 per word), all in the blocks of
+        :func:`linear_cross_entropy` together with the NLL (one pass over each block of logits, never a V-wide row).
+        Every cluster runs on every position: no host synchronisation, every parameter in the graph (DDP-safe).
         """
         x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
         target = target.reshape(-1)
         keep = target != ignore_index
-        acc = torch.promote_types(input.dtype, torch.float32)
+        nll_weight, smooth = label_smoothing_weights(keep, epsilon, self.vocab_size)
         cluster = self.cluster_of(target)
-        head_logp = F.log_softmax(self.head(x).to(acc), dim=-1)
-        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1).clamp(max=head_logp.size(1) - 1)
-        nll = -head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
-        smooth = -head_logp[:, : self.cutoff[0]].sum(-1)
+        sizes = [end - start for start, end in zip(self.cutoff, self.cutoff[1:])]
+        class_weight = torch.tensor([1.0] * self.cutoff[0] + sizes, device=x.device)
+        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
+        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, nll_weight, smooth, class_weight)
+        nll = nll.masked_fill(~keep, 0.0)
         for i, tail in enumerate(self.tail):
-            start, end = self.cutoff[i], self.cutoff[i + 1]
-            z = tail(x).to(acc)
-            lse = torch.logsumexp(z, dim=-1)
-            size = end - start
-            smooth = smooth - (size * head_logp[:, self.cutoff[0] + i] + z.sum(-1) - size * lse)
-            local = (target - start).clamp(0, size - 1)
-            word_logp = z.gather(1, local.unsqueeze(1)).squeeze(1) - lse
-            nll = nll - torch.where(cluster == i + 1, word_logp, torch.zeros_like(word_logp))
-        nll = nll.masked_fill(~keep, 0.0).sum()
-        smooth = smooth.masked_fill(~keep, 0.0).sum()
-        eps_i = epsilon / (self.vocab_size - 1)
-        return (1.0 - epsilon - eps_i) * nll + eps_i * smooth, nll
+            mine = cluster == i + 1
+            tail_loss, tail_nll = linear_cross_entropy(
+                tail.hidden(x), tail.words, target - self.cutoff[i], nll_weight * mine, smooth
+            )
+            total = total + tail_loss
+            nll = nll + tail_nll.masked_fill(~(mine & keep), 0.0)
+        return total, nll.sum()
 
     def forward(self, input: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
         """Summed negative log-likelihood (fp32 scalar) of ``target`` under the layer."""
@@ -250,33 +245,14 @@ class AdaptiveSoftmax(nn.Module):
         return out.view(*lead, self.vocab_size)
 
     def target_log_prob(self, input: Tensor, target: Tensor) -> Tensor:
-        """``B x T x d, B x T -> B x T``: log p(target) alone, never allocating a V-wide row.
+        """``B x T x d, B x T -> B x T``: log p(target) alone (fairseq-eval-lm, ``--score-reference``), through the
+        blocks of :func:`linear_cross_entropy` (the Triton kernel on CUDA), never a V-wide row, without gradient.
 
-        Logits are cast to fp32 (or kept in fp64) before the log-softmax: summing a half-precision loss over
-        thousands of tokens overflows (fairseq's ``adaptive_loss`` logs ``inf`` under ``--fp16``).
+        Log-probabilities are formed in fp32 (fp64 kept): summing a half-precision loss over thousands of tokens
+        overflows (fairseq's ``adaptive_loss`` logs ``inf`` under ``--fp16``).
         """
-        lead = target.shape
         x = input.reshape(-1, input.size(-1))
-        acc = torch.promote_types(input.dtype, torch.float32)
-        target = target.reshape(-1)
-        cluster = self.cluster_of(target)
-        chunked = self.chunk_size > 0 and acc == torch.float32
-        if not (chunked or torch.is_grad_enabled() or self.head_proj is not None):
-            # scoring (fairseq-eval-lm runs without autograd): block by block, the Triton kernel on CUDA
-            keep = torch.ones_like(target, dtype=torch.bool)
-            return -self.blockwise_nll(x, target, keep, cluster)[1].view(lead)
-        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        if chunked and self.head_proj is None:
-            score = chunked_target_log_prob(x, self.head_weight(), head_target, self.chunk_size)
-        else:
-            # cross_entropy's fused backward (softmax - onehot) avoids a second N x C buffer of log_softmax + gather
-            score = -F.cross_entropy(self.head(x).to(acc), head_target, reduction="none")
-        for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
-            local = target.index_select(0, rows) - self.cutoff[i]
-            if chunked:
-                logp = chunked_target_log_prob(tail.hidden(x.index_select(0, rows)), tail.words, local, self.chunk_size)
-            else:
-                logp = -F.cross_entropy(tail(x.index_select(0, rows)).to(acc), local, reduction="none")
-            score = score.index_add(0, rows, logp.reshape(-1))
-        return score.view(lead)
-
+        flat = target.reshape(-1)
+        with torch.no_grad():
+            keep = torch.ones_like(flat, dtype=torch.bool)
+            return -self.blockwise_nll(x, flat, keep, self.cluster_of(flat))[1].view(target.shape)

@@ -11,13 +11,14 @@ extra memory ``block x C`` plus the gradients, losses and log-sum-exp in fp32 wh
 """
 
 import functools
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from . import triton_cross_entropy
-from .triton_support import runs_on
+from .triton_support import runs_on, trusted
 
 # rows per block: as many as keep one block's logits at about this size in the dtype they are worked in (fp32 in
 # the PyTorch code, the logits' own dtype in the in-place Triton kernel); at least one row
@@ -25,8 +26,30 @@ BLOCK_BYTES = 64 << 20
 
 
 def uses_kernel(logits: Tensor) -> bool:
-    """Whether :func:`cross_entropy_rows` runs the Triton kernel (in place, in the logits' dtype) for these logits."""
-    return logits.dtype != torch.float64 and runs_on(logits)
+    """Whether :func:`cross_entropy_rows` runs the Triton kernel (in place, in the logits' dtype) for these logits: the
+    one place that decides. The kernel must also have passed its self-check on the device, for the dtype."""
+    return (
+        logits.dtype != torch.float64
+        and runs_on(logits)
+        and trusted("cross_entropy_rows", logits.device, logits.dtype, lambda: kernel_error(logits.device, logits.dtype),
+                    tolerance=1e-4 if logits.dtype == torch.float32 else 2e-2)
+    )
+
+
+def kernel_error(device: torch.device, dtype: torch.dtype) -> float:
+    """Largest difference between the kernel and the PyTorch code (NLL and logit gradient) on small random blocks
+    that take both kernel routes (a program per row; rows cut into spans)."""
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for rows, classes in ((64, 1000), (3, 40000)):
+        logits = (3 * torch.randn(rows, classes, generator=g)).to(device, dtype)
+        target = torch.randint(0, classes, (rows,), generator=g).to(device)
+        keep = torch.arange(rows, device=device) > 0
+        ref_nll, _, ref_grad = pytorch_rows(logits.clone(), target, keep, True)
+        nll, grad = triton_cross_entropy.cross_entropy_rows(logits.clone(), target, keep, True)
+        worst = max(worst, float((nll.float() - ref_nll.float()).abs().max()),
+                    float((grad.float() - ref_grad.float()).abs().max()))
+    return worst
 
 
 def block_elements_for(x: Tensor) -> int:
@@ -54,23 +77,59 @@ def gradient_scale(dtype: torch.dtype) -> float:
 
 
 def cross_entropy_rows(
-    logits: Tensor, target: Tensor, keep: Tensor, grad: bool, scale: float = 1.0
-) -> Tuple[Tensor, Optional[Tensor]]:
-    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` bool -> (``r`` NLL in
-    :func:`accumulation_dtype`, and with ``grad`` the logit gradient of the summed loss times ``scale``:
-    ``scale * (softmax - onehot(target))`` for kept rows, 0 for the others, ``r x C`` in the logits' dtype).
+    logits: Tensor,
+    target: Tensor,
+    keep: Tensor,
+    grad: bool,
+    scale: float = 1.0,
+    smooth: Optional[Tensor] = None,
+    class_weight: Optional[Tensor] = None,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` (bool, or a float weight of
+    each row's NLL) -> (``r`` NLL ``lse - z[target]`` in :func:`accumulation_dtype`; with ``smooth`` (``r`` weights) the
+    summed smoothing term ``sum_i smooth_i * sum_j c_j (lse_i - z_ij)`` (``c = class_weight``, ones by default),
+    else None; with ``grad`` the logit gradient of ``sum_i keep_i nll_i`` plus that term, times ``scale``:
+    ``keep (softmax - onehot) + smooth (sum(c) softmax - c)``, ``r x C`` in the logits' dtype).
     ``logits`` may be overwritten: the gradient can take its storage."""
-    if uses_kernel(logits):
-        return triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad, scale)
+    if smooth is None and uses_kernel(logits):
+        nll, g = triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad, scale)
+        return nll, None, g
+    return pytorch_rows(logits, target, keep, grad, scale, smooth, class_weight)
+
+
+def pytorch_rows(
+    logits: Tensor,
+    target: Tensor,
+    keep: Tensor,
+    grad: bool,
+    scale: float = 1.0,
+    smooth: Optional[Tensor] = None,
+    class_weight: Optional[Tensor] = None,
+) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """:func:`cross_entropy_rows` in PyTorch (every device; the smoothing term; the reference of the kernel)."""
     # log_softmax is one fused pass; the target's entry gives the NLL without a -log(p) underflow
     logp = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=1)
     nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
+    smoothing = None
+    if smooth is not None:
+        c = None if class_weight is None else class_weight.to(logp.dtype)
+        row_sums = -(logp.sum(1) if c is None else logp @ c)
+        smoothing = (smooth.to(logp.dtype) * row_sums).sum()
     if not grad:
-        return nll, None
+        return nll, smoothing, None
+    a = keep.to(logp.dtype)
     p = logp.exp_()
-    p.scatter_add_(1, target.unsqueeze(1), torch.full_like(nll, -1.0).unsqueeze(1))
-    p.mul_(keep.unsqueeze(1) * scale)
-    return nll, p.to(logits.dtype)
+    if smooth is None:
+        p.mul_(a.unsqueeze(1))
+    else:
+        s = smooth.to(logp.dtype)
+        total_c = logp.size(1) if c is None else c.sum()
+        p.mul_((a + s * total_c).unsqueeze(1))
+        p.sub_(s.unsqueeze(1) if c is None else s.unsqueeze(1) * c.unsqueeze(0))
+    p.scatter_add_(1, target.unsqueeze(1), -a.unsqueeze(1))
+    if scale != 1.0:
+        p.mul_(scale)
+    return nll, smoothing, p.to(logits.dtype)
 
 
 _MIXED_ADDMM = {}  # device -> whether addmm with an fp32 result from half inputs works there
@@ -105,84 +164,138 @@ def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
         acc += a @ b
 
 
-def _blocks(
-    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int, want_x: bool, want_w: bool, scale: float = 1.0
-):
-    """Per-row NLL over blocks of rows, and (if asked) the summed loss's gradients for ``x`` and ``weight``, both
-    times ``scale``."""
-    acc = accumulation_dtype(x.dtype)
-    nll = torch.empty(x.size(0), dtype=acc, device=x.device)
-    grad_x = torch.empty_like(x) if want_x else None
-    grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_w else None
-    for start in range(0, x.size(0), block):
-        end = min(start + block, x.size(0))
-        rows = x[start:end]
-        nll[start:end], grad_logits = cross_entropy_rows(
-            rows @ weight.t(), target[start:end], keep[start:end], grad=want_x or want_w, scale=scale
+@dataclass(frozen=True)
+class _Terms:
+    """What the blocks compute besides the logits' inputs: per-row targets and weights (not differentiated)."""
+
+    target: Tensor  # N class indices (into the segments' classes, concatenated)
+    keep: Tensor  # N: bool or float weight of each row's NLL in the total
+    smooth: Optional[Tensor]  # N weights of each row's smoothing term, or None
+    class_weight: Optional[Tensor]  # C weights of the classes in the smoothing term (ones if None)
+    block: int  # rows per block
+    segments: int  # how many (x, weight) pairs
+
+
+def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
+    """Per-row NLL, the summed smoothing term (or None) and, where ``wants`` says, the total's gradients for each x
+    and weight (times ``scale``), over blocks of rows. The logits of a block are the segments' ``x_k W_k^T`` side
+    by side (one product when there is one segment)."""
+    acc = accumulation_dtype(xs[0].dtype)
+    n = xs[0].size(0)
+    nll = torch.empty(n, dtype=acc, device=xs[0].device)
+    smoothing = None
+    grad_xs = [torch.empty_like(x) if want else None for x, want in zip(xs, wants[: terms.segments])]
+    grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if want else None
+               for w, want in zip(weights, wants[terms.segments :])]
+    bounds = [0]
+    for w in weights:
+        bounds.append(bounds[-1] + w.size(0))
+    for start in range(0, n, terms.block):
+        end = min(start + terms.block, n)
+        rows = [x[start:end] for x in xs]
+        logits = rows[0] @ weights[0].t() if len(xs) == 1 else torch.cat([r @ w.t() for r, w in zip(rows, weights)], 1)
+        nll[start:end], block_smoothing, grad_logits = cross_entropy_rows(
+            logits, terms.target[start:end], terms.keep[start:end], grad=any(wants), scale=scale,
+            smooth=None if terms.smooth is None else terms.smooth[start:end], class_weight=terms.class_weight,
         )
-        if want_x:
-            torch.mm(grad_logits, weight, out=grad_x[start:end])
-        if want_w:
-            accumulate_product(grad_w, grad_logits.t(), rows)
-    if grad_w is not None:
-        # blocks were summed in fp32; keep the result in the weight's dtype until backward (half the memory)
-        grad_w = grad_w.to(weight.dtype)
-    return nll, grad_x, grad_w
+        if block_smoothing is not None:
+            smoothing = block_smoothing if smoothing is None else smoothing + block_smoothing
+        for k, (r, w) in enumerate(zip(rows, weights)):
+            g = grad_logits if len(xs) == 1 or grad_logits is None else grad_logits[:, bounds[k] : bounds[k + 1]]
+            if grad_xs[k] is not None:
+                torch.mm(g, w, out=grad_xs[k][start:end])
+            if grad_ws[k] is not None:
+                accumulate_product(grad_ws[k], g.t(), r)
+    # blocks were summed in fp32; keep the weights' gradients in their own dtype until backward (half the memory)
+    grad_ws = [None if g is None else g.to(w.dtype) for g, w in zip(grad_ws, weights)]
+    return nll, smoothing, grad_xs + grad_ws
+
+
+def _total(terms: _Terms, nll: Tensor, smoothing: Optional[Tensor]) -> Tensor:
+    total = (nll * terms.keep.to(nll.dtype)).sum()
+    return total if smoothing is None else total + smoothing
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block: int):
-        ctx.scale = gradient_scale(x.dtype)
-        nll, grad_x, grad_w = _blocks(x, weight, target, keep, block, *ctx.needs_input_grad[:2], scale=ctx.scale)
-        ctx.save_for_backward(grad_x, grad_w)
+    def forward(ctx, terms: _Terms, *tensors: Tensor):
+        ctx.scale = gradient_scale(tensors[0].dtype)
+        xs, weights = tensors[: terms.segments], tensors[terms.segments :]
+        nll, smoothing, grads = _blocks(terms, xs, weights, ctx.needs_input_grad[1:], scale=ctx.scale)
+        ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(nll)
-        return nll.masked_fill(~keep, 0.0).sum(), nll
+        return _total(terms, nll, smoothing), nll
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
         # a half-precision tensor times an fp32 scalar (the loss scale under fp16, over the gradient scale):
         # computed in fp32, rounded once, in the tensor's dtype
         factor = grad_loss / ctx.scale
-        grad_x, grad_w = (None if g is None else g * factor for g in ctx.saved_tensors)
-        return grad_x, grad_w, None, None, None
+        return (None, *(None if g is None else g * factor for g in ctx.saved_tensors))
 
 
 def outside_autocast(fn):
-    """For ``fn(x, weight, ...)`` whose products must see one dtype: under autocast (fairseq's ``--amp``) ``x`` and
-    ``weight`` are cast to the autocast dtype, as autocast would for ``x @ W.T``, and ``fn`` runs with autocast off
-    (its products write into preallocated buffers, and a custom backward runs without autocast anyway); the casts
-    carry the gradients back to the inputs' own dtypes."""
+    """For ``fn(x, weight, ...)`` whose products must see one dtype (``x`` and ``weight`` tensors or sequences of
+    them): under autocast (fairseq's ``--amp``) they are cast to the autocast dtype, as autocast would for
+    ``x @ W.T``, and ``fn`` runs with autocast off (its products write into preallocated buffers, and a custom backward
+    runs without autocast anyway); the casts carry the gradients back to the inputs' own dtypes."""
+
+    def cast(t, dtype):
+        return t.to(dtype) if isinstance(t, Tensor) else [u.to(dtype) for u in t]
 
     @functools.wraps(fn)
-    def wrapper(x: Tensor, weight: Tensor, *args, **kwargs):
-        device_type = x.device.type
+    def wrapper(x, weight, *args, **kwargs):
+        device_type = (x if isinstance(x, Tensor) else x[0]).device.type
         if not torch.is_autocast_enabled(device_type):
             return fn(x, weight, *args, **kwargs)
         dtype = torch.get_autocast_dtype(device_type)
         with torch.autocast(device_type, enabled=False):
-            return fn(x.to(dtype), weight.to(dtype), *args, **kwargs)
+            return fn(cast(x, dtype), cast(weight, dtype), *args, **kwargs)
 
     return wrapper
 
 
 @outside_autocast
 def linear_cross_entropy(
-    x: Tensor, weight: Tensor, target: Tensor, keep: Tensor, block_elements: Optional[int] = None
+    x: Union[Tensor, Sequence[Tensor]],
+    weight: Union[Tensor, Sequence[Tensor]],
+    target: Tensor,
+    keep: Tensor,
+    smooth: Optional[Tensor] = None,
+    class_weight: Optional[Tensor] = None,
+    block_elements: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor]:
-    """``x: N x d``, ``weight: C x d``, ``target: N`` (indices into C), ``keep: N`` bool ->
-    (scalar ``sum_{kept i} -log softmax(x_i W^T)[t_i]``, ``N`` per-row NLL without gradient), both fp32 (fp64
-    for fp64 inputs).
+    """The one numeric route of every output-layer loss and score in this package.
 
-    The gradients are formed in the forward pass when autograd will need them; the result and the gradients
-    equal those of ``F.cross_entropy(x @ W.T, t, reduction="sum")`` over the kept rows, up to float rounding."""
-    if x.size(0) == 0:
-        # keep both inputs in the graph (zero gradients): an empty cluster still takes part in the step
-        empty = (x @ weight.t()).to(accumulation_dtype(x.dtype))
-        return empty.sum(), empty.sum(1).detach()
-    target = target.clamp(0, weight.size(0) - 1)
-    block = rows_per_block(x.size(0), weight.size(0), block_elements or block_elements_for(x))
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _LinearCrossEntropy.apply(x, weight, target, keep, block)
-    nll = _blocks(x, weight, target, keep, block, want_x=False, want_w=False)[0]
-    return nll.masked_fill(~keep, 0.0).sum(), nll
+    ``x: N x d``, ``weight: C x d`` (or sequences of them, segments whose logits ``x_k W_k^T`` stand side by side:
+    a head whose words see a projection of ``x`` and whose cluster rows see ``x`` itself), ``target: N`` (indices
+    into the C classes), ``keep: N`` (bool, or a float weight of each row's NLL), optional ``smooth: N`` weights of
+    each row's smoothing term over ``class_weight``-weighted classes (label smoothing) ->
+    (scalar ``sum_i keep_i nll_i + sum_i smooth_i sum_j c_j (lse_i - z_ij)``, the ``N`` per-row NLL
+    ``lse_i - z_i[t_i]`` of every row, kept or not, without gradient), both fp32 (fp64 for fp64 inputs).
+
+    The gradients are formed in the forward pass when autograd will need them; the result and the gradients equal
+    those of the materialised computation (``F.cross_entropy`` over ``x @ W.T``) up to float rounding."""
+    xs = (x,) if isinstance(x, Tensor) else tuple(x)
+    weights = (weight,) if isinstance(weight, Tensor) else tuple(weight)
+    num_classes = sum(w.size(0) for w in weights)
+    if xs[0].size(0) == 0:
+        # keep every input in the graph (zero gradients): an empty cluster still takes part in the step
+        empty = sum((r @ w.t()).sum() for r, w in zip(xs, weights)).to(accumulation_dtype(xs[0].dtype))
+        return empty, empty.new_zeros(0)
+    block = rows_per_block(xs[0].size(0), num_classes, block_elements or block_elements_for(xs[0]))
+    terms = _Terms(target.clamp(0, num_classes - 1), keep, smooth, class_weight, block, len(xs))
+    tensors = (*xs, *weights)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        total, nll = _LinearCrossEntropy.apply(terms, *tensors)
+    else:
+        nll, smoothing, _ = _blocks(terms, xs, weights, [False] * len(tensors))
+        total = _total(terms, nll, smoothing)
+    return total, nll
+
+
+def label_smoothing_weights(keep: Tensor, epsilon: float, vocab_size: int) -> Tuple[Tensor, Tensor]:
+    """fairseq's label smoothing (``label_smoothed_nll_loss``), ``(1 - eps - eps/(V-1)) nll + eps/(V-1) sum_w -log
+    p(w)``, as the per-row ``keep`` and ``smooth`` weights of :func:`linear_cross_entropy` (0 on ignored rows)."""
+    eps_i = epsilon / (vocab_size - 1)
+    return keep * (1.0 - epsilon - eps_i), keep * eps_i
