@@ -21,10 +21,6 @@ if not hasattr(numpy, "compat"):
 if hasattr(torch.serialization, "add_safe_globals"):
     torch.serialization.add_safe_globals([argparse.Namespace])
 
-from . import fairseq_fixes  # noqa: E402
-
-fairseq_fixes.apply()
-
 from . import criterions, models, tasks  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -173,6 +173,9 @@ def test_batching_keeps_the_last_partial_batch(multiple):
     import numpy as np
     from fairseq.data import data_utils
 
+    from fairseq_adaptive import fairseq_fixes
+
+    fairseq_fixes.apply()  # what building one of our models or tasks does
     sizes = np.full(61, 20)
     batches = data_utils.batch_by_size(np.arange(61)[::-1].copy(), lambda i: sizes[i], max_tokens=400,
                                        required_batch_size_multiple=multiple, num_tokens_vec=sizes)

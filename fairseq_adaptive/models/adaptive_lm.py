@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from fairseq.models import register_model
-from fairseq.models.transformer import Linear, TransformerDecoder
+from fairseq.models.transformer import Linear, TransformerConfig, TransformerDecoder
 from fairseq.models.transformer_lm import (
     DEFAULT_MAX_TARGET_POSITIONS,
     TransformerLanguageModel,
@@ -23,8 +23,9 @@ from torch import nn
 
 from ..modules.adaptive_input import band_dims, check_cutoff
 from ..modules.adaptive_softmax import AdaptiveSoftmax
+from .. import fairseq_fixes
 from ..modules.define import DeFINE
-from .causal_attention import use_causal_attention
+from .causal_attention import build_causal_decoder_layer
 from .input_layers import AUTO, DefineConfig, adaptive_input_of, build_input_layer, define_options, parse_cutoff
 
 __all__ = ["AUTO", "AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel", "parse_cutoff"]
@@ -216,8 +217,13 @@ class AdaptiveDecoder(TransformerDecoder):
             self.embed_scale = 1.0  # DeFINE scales its own map layer (--no-scale-embedding) and ends normalised
         if self.project_out_dim is None and self.embed_dim != self.output_embed_dim:
             self.project_out_dim = Linear(self.embed_dim, self.output_embed_dim, bias=False)
-        if not safe_getattr(args, "no_causal_sdpa", False):
-            use_causal_attention(self)
+
+    def build_decoder_layer(self, args, no_encoder_attn=False):
+        """Layers whose full-sequence self-attention runs through causal SDPA (``causal_attention.py``), unless
+        ``--no-causal-sdpa`` or ``--cross-self-attention``."""
+        if safe_getattr(args, "no_causal_sdpa", False) or safe_getattr(args, "cross_self_attention", False):
+            return super().build_decoder_layer(args, no_encoder_attn)
+        return build_causal_decoder_layer(TransformerConfig.from_namespace(args), no_encoder_attn)
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
         """With a ``sample`` holding targets (fairseq's scorers: eval-lm, --score-reference), only the targets'
@@ -258,6 +264,7 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
 
     @classmethod
     def build_model(cls, args, task):
+        fairseq_fixes.apply()
         dictionary = task.source_dictionary
         check_dictionary_size(args, dictionary, data_of(task))
         resolve_dims(args)

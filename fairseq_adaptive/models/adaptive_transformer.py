@@ -20,6 +20,7 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.utils import safe_getattr
 
 from .adaptive_lm import AdaptiveDecoder, FastPathConfig, resolve_dims, validate_lm_config
+from .. import fairseq_fixes
 from ..modules.define import DeFINE
 from .input_layers import DEFINE_DEFAULTS, DefineConfig, build_input_layer, define_options, parse_cutoff
 
@@ -81,6 +82,7 @@ class AdaptiveTransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        fairseq_fixes.apply()
         _fill_defaults(args)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         if args.share_all_embeddings:

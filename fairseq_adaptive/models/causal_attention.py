@@ -7,13 +7,18 @@ CPU flash kernel reads it from memory); the math is the same causal softmax when
 ``out_proj``) and takes the ``is_causal`` route exactly when that holds: full-sequence self-attention (no incremental
 state), the decoder's future mask, no key padding mask, no attention weights asked for, no extra key/value biases.
 Every other call (incremental decoding, padded batches, alignment heads) goes through fairseq's own code.
+Our decoders build their layers as :class:`CausalDecoderLayer` (nothing of fairseq's is modified).
 """
 
 from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from fairseq.distributed import fsdp_wrap
+from fairseq.models.transformer import TransformerConfig
 from fairseq.modules import MultiheadAttention
+from fairseq.modules.checkpoint_activations import checkpoint_wrapper
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
 from torch import Tensor, nn
 
 
@@ -44,8 +49,6 @@ class CausalSelfAttention(MultiheadAttention):
             and attn_mask.shape == (tgt_len, tgt_len)
             and key_padding_mask is None
             and not (need_weights or need_head_weights or before_softmax or static_kv)
-            and self.bias_k is None
-            and not self.add_zero_attn
             and not self.onnx_trace
             and not self.skip_embed_dim_check
             and not self.use_xformers
@@ -89,18 +92,28 @@ class CausalSelfAttention(MultiheadAttention):
         return self.out_proj(out.permute(2, 0, 1, 3).reshape(tgt_len, bsz, dim))
 
 
-def use_causal_attention(decoder: nn.Module) -> int:
-    """Give every decoder layer's self-attention the causal SDPA route; returns how many modules took it.
+class CausalDecoderLayer(TransformerDecoderLayerBase):
+    """fairseq's decoder layer built with :class:`CausalSelfAttention` as its self-attention (same constructor
+    arguments as fairseq's, so the same parameters and state-dict keys)."""
 
-    The modules keep their parameters (and so checkpoints load unchanged); only their class changes, which adds
-    a method and no state. Skipped with ``--cross-self-attention`` (the self-attention then also reads the
-    encoder, and its mask is no longer the future mask alone)."""
-    if getattr(decoder, "cross_self_attention", False):
-        return 0
-    count = 0
-    for layer in decoder.layers:
-        attn = getattr(layer, "self_attn", None)
-        if type(attn) is MultiheadAttention:
-            attn.__class__ = CausalSelfAttention
-            count += 1
-    return count
+    def build_self_attention(self, embed_dim, cfg, add_bias_kv=False, add_zero_attn=False):
+        if cfg.cross_self_attention or add_bias_kv or add_zero_attn:
+            # the self-attention then also reads the encoder, or extra keys: its mask is not the future mask alone
+            return super().build_self_attention(embed_dim, cfg, add_bias_kv, add_zero_attn)
+        return CausalSelfAttention(
+            embed_dim,
+            cfg.decoder.attention_heads,
+            dropout=cfg.attention_dropout,
+            self_attention=True,
+            q_noise=self.quant_noise,
+            qn_block_size=self.quant_noise_block_size,
+            xformers_att_config=cfg.decoder.xformers_att_config,
+        )
+
+
+def build_causal_decoder_layer(cfg: TransformerConfig, no_encoder_attn: bool) -> nn.Module:
+    """:class:`CausalDecoderLayer`, wrapped for activation checkpointing and FSDP as fairseq wraps its own layers."""
+    layer = CausalDecoderLayer(cfg, no_encoder_attn)
+    if cfg.checkpoint_activations:
+        layer = checkpoint_wrapper(layer, offload_to_cpu=cfg.offload_activations)
+    return fsdp_wrap(layer, min_num_params=0 if cfg.checkpoint_activations else cfg.min_params_to_wrap)

@@ -15,6 +15,7 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 from fairseq.utils import safe_getattr
 
+from .. import fairseq_fixes
 from ..models.adaptive_lm import AUTO, check_dictionary_size, data_of, parse_cutoff
 from ..modules.adaptive_input import check_cutoff
 
@@ -93,6 +94,10 @@ class AdaptiveLanguageModelingConfig(LanguageModelingConfig):
 
 @register_task("adaptive_language_modeling", dataclass=AdaptiveLanguageModelingConfig)
 class AdaptiveLanguageModelingTask(LanguageModelingTask):
+    def __init__(self, args, dictionary, output_dictionary=None, targets=None):
+        fairseq_fixes.apply()
+        super().__init__(args, dictionary, output_dictionary, targets)
+
     def build_model(self, args, from_checkpoint=False):
         dictionary = self.source_dictionary
         check_dictionary_size(args, dictionary, data_of(self))
