@@ -106,30 +106,32 @@ def pytorch_rows(
     smooth: Optional[Tensor] = None,
     class_weight: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """:func:`cross_entropy_rows` in PyTorch (every device; the smoothing term; the reference of the kernel)."""
-    # log_softmax is one fused pass; the target's entry gives the NLL without a -log(p) underflow
-    logp = torch.log_softmax(logits.to(accumulation_dtype(logits.dtype)), dim=1)
-    nll = -logp.gather(1, target.unsqueeze(1)).squeeze(1)
-    smoothing = None
-    if smooth is not None:
-        c = None if class_weight is None else class_weight.to(logp.dtype)
-        row_sums = -(logp.sum(1) if c is None else logp @ c)
-        smoothing = (smooth.to(logp.dtype) * row_sums).sum()
+    """:func:`cross_entropy_rows` in PyTorch (every device; the smoothing term; the reference of the kernel).
+
+    fp32 and fp64 logits are worked on in place (half ones in an fp32 copy): the target's logit and the smoothing
+    sums are read first, then the row maximum is subtracted and the exponentials taken in place, so a block needs no
+    second ``r x C`` buffer; ``lse = max + log(sum)``, and the gradient is the softmax times each row's weight."""
+    z = logits.to(accumulation_dtype(logits.dtype))
+    index = target.unsqueeze(1)
+    target_logit = z.gather(1, index).squeeze(1)
+    c = None if class_weight is None else class_weight.to(z.dtype)
+    total_c = z.size(1) if c is None else c.sum()
+    weighted_z = None if smooth is None else (z.sum(1) if c is None else z @ c)
+    row_max = z.amax(1, keepdim=True)
+    exp_sum = z.sub_(row_max).exp_().sum(1)
+    lse = row_max.squeeze(1) + exp_sum.log()
+    nll = lse - target_logit
+    smoothing = None if smooth is None else (smooth.to(z.dtype) * (total_c * lse - weighted_z)).sum()
     if not grad:
         return nll, smoothing, None
-    a = keep.to(logp.dtype)
-    p = logp.exp_()
-    if smooth is None:
-        p.mul_(a.unsqueeze(1))
-    else:
-        s = smooth.to(logp.dtype)
-        total_c = logp.size(1) if c is None else c.sum()
-        p.mul_((a + s * total_c).unsqueeze(1))
-        p.sub_(s.unsqueeze(1) if c is None else s.unsqueeze(1) * c.unsqueeze(0))
-    p.scatter_add_(1, target.unsqueeze(1), -a.unsqueeze(1))
-    if scale != 1.0:
-        p.mul_(scale)
-    return nll, smoothing, p.to(logits.dtype)
+    a = keep.to(z.dtype) * scale
+    coef = a if smooth is None else a + smooth.to(z.dtype) * (total_c * scale)
+    z.mul_((coef / exp_sum).unsqueeze(1))  # softmax times the row's weight
+    if smooth is not None:
+        s = smooth.to(z.dtype).unsqueeze(1) * scale
+        z.sub_(s if c is None else s * c.unsqueeze(0))
+    z.scatter_add_(1, index, -a.unsqueeze(1))
+    return nll, smoothing, z.to(logits.dtype)
 
 
 _MIXED_ADDMM = {}  # device -> whether addmm with an fp32 result from half inputs works there
