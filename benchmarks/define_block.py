@@ -4,7 +4,8 @@ per token), and DeFINE's eval-mode cost with and without the inference table. Pr
 JSON; timings are medians, never asserted anywhere.
 
 Rows, for a batch of ``--tokens`` token ids over a plain ``V x n`` embedding:
-- train step (forward + backward) of the embedding + DeFINE (n -> k over N levels -> m);
+- train step (forward + backward) of the embedding + DeFINE (the released unit: n -> m/2, N grouped layers up to k
+  and down to m, output layer), dropout off;
 - train step of the embedding + dense n -> h -> m (GELU between), h chosen so that its weights equal DeFINE's;
 - eval forward of DeFINE computed token by token, and looked up in the V x m table (``cache=True``);
 - building that table once (V tokens through the block).
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from output_layer import optional, print_table, time_step, without_triton, write_json  # same folder
+from common import optional, print_table, time_step, without_triton, write_json  # same folder
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -61,7 +62,7 @@ def main():
     parser.add_argument("--k", type=int, default=1024)
     parser.add_argument("--m", type=int, default=256)
     parser.add_argument("--layers", type=int, default=3)
-    parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--groups", type=int, default=8, help="--define-max-groups (N=3: 4, 2, 1 whatever above 4)")
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--dtypes", help="comma-separated, of fp32,bf16,fp16 (default: fp32 on CPU, fp32,bf16 on CUDA)")
     parser.add_argument("--repeat", type=int, default=10)
@@ -76,7 +77,7 @@ def main():
     for dtype_name in args.dtypes.split(","):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
         define = DeFINE(nn.Embedding(args.vocab, args.n, padding_idx=1), args.n, args.k, args.m, args.layers,
-                        args.groups).to(device, dtype)
+                        args.groups, dropout=0.0, embed_dropout=0.0).to(device, dtype)
         hidden = max(1, round(define.block_parameters() / (args.n + args.m + 1)))
         dense = DenseMap(args.vocab, args.n, hidden, args.m).to(device, dtype)
         dense_params = sum(p.numel() for p in (*dense.up.parameters(), *dense.down.parameters()))
@@ -102,7 +103,7 @@ def main():
         print(f"  {dtype_name} done", file=sys.stderr, flush=True)
     where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     print(f"device: {device} ({where}), torch {torch.__version__}, V={args.vocab}, n={args.n}, k={args.k}, "
-          f"m={args.m}, N={args.layers}, first-layer groups {args.groups}, {args.tokens} tokens, median of {args.repeat}")
+          f"m={args.m}, N={args.layers}, max groups {args.groups}, {args.tokens} tokens, median of {args.repeat}")
     print_table(
         ["case", "dtype", "block params", "ms", "tokens/s", "extra peak MiB", "note"],
         [[r["case"], r["dtype"], f"{r['params']:,}", f"{r['ms']:.2f}", f"{args.tokens / r['ms'] * 1000:,.0f}",

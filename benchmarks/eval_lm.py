@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from output_layer import print_table  # same folder
+from common import print_table  # same folder
 
 ROOT = Path(__file__).resolve().parents[1]
 _SPEED = re.compile(r"Evaluated ([\d,]+) tokens in ([\d.]+)s \(([\d.]+) tokens/s\)")

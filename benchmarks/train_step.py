@@ -24,7 +24,7 @@ from fairseq.models import ARCH_MODEL_REGISTRY
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 from fairseq_adaptive.models.counting import dictionary_of_size
 
-from output_layer import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
+from common import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
 
 
 def build(arch, args, d, extra=()):

@@ -15,7 +15,7 @@ layer; they differ in the input layer alone:
 Prints a markdown table and writes WORK/define.json.
 
   python scripts/define_small.py                     # the bundled corpus, 3 minutes per row
-  python scripts/define_small.py --data ../shared/data/lm --minutes 5
+  python scripts/define_small.py --data DIR --minutes 5    # a larger corpus (train/valid/test.txt, or .gz)
 """
 
 import argparse

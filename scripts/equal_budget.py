@@ -30,7 +30,16 @@ def add_common_arguments(parser, work: str, minutes: float):
     parser.add_argument("--summarize-only", action="store_true", help="re-read the logs of an earlier run")
 
 
+def check_corpus(data: str, files) -> None:
+    """Stop with what to pass when ``data`` does not hold the corpus."""
+    missing = [f for f in files if not any((Path(data) / f"{f}{ext}").exists() for ext in ("", ".gz"))]
+    if missing:
+        sys.exit(f"error: no corpus at {data} (missing {', '.join(missing)}): pass --data DIR holding "
+                 f"{', '.join(files)} (optionally gzipped); the default is the bundled sample")
+
+
 def binarise(data: str, work: Path) -> Path:
+    check_corpus(data, ["train.txt", "valid.txt", "test.txt"])
     work.mkdir(parents=True, exist_ok=True)
     bin_dir = work / "bin"
     if not (bin_dir / "dict.txt").exists():

@@ -7,10 +7,11 @@ Every row: 3+3 blocks, m=256, FFN 1024, 4 heads, one joined sentencepiece dictio
 the output layer (--share-all-embeddings), label smoothing 0.1. They differ in the input layer alone:
 - standard: a V x 256 embedding, tied full softmax;
 - adaptive: adaptive input at 256 (cutoffs from scripts/prepare_mt.py, factor 4), tied adaptive softmax;
-- DeFINE: DeFINE over a V x 64 embedding (N=3, k=1024, 16 first-layer groups) on both sides, tied softmax at 64.
+- DeFINE: DeFINE over a V x 64 embedding (the released unit, N=3, k=1024) on both sides, tied softmax at 64.
 Prints a markdown table and writes WORK/mt.json.
 
-  python scripts/mt_small.py --data ../shared/data/mt --updates 300
+  python scripts/mt_small.py                               # the bundled sample
+  python scripts/mt_small.py --data DIR --updates 300      # a larger corpus (train/valid/test.tsv, or .gz)
 """
 
 import argparse
@@ -20,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-from equal_budget import ROOT, run  # same folder
+from equal_budget import ROOT, check_corpus, run  # same folder
 from plot_curves import read_log, summary  # same folder
 
 BODY = ["--encoder-layers", "3", "--decoder-layers", "3", "--encoder-embed-dim", "256", "--decoder-embed-dim", "256",
@@ -34,20 +35,20 @@ def rows(cutoff):
         "standard": [],
         "adaptive": ["--adaptive-input", "--encoder-adaptive-input", "--adaptive-input-cutoff", cutoff,
                      "--adaptive-softmax-cutoff", cutoff, "--tie-adaptive-weights", "--tie-adaptive-proj"],
-        "DeFINE": ["--encoder-define-dim", "64", "--decoder-define-dim", "64", "--define-expand-dim", "1024",
-                   "--define-max-groups", "16"],
+        "DeFINE": ["--encoder-define-dim", "64", "--decoder-define-dim", "64", "--define-expand-dim", "1024"],
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "mt"))
+    parser.add_argument("--data", default=str(ROOT / "data" / "mt-sample"), help="train/valid/test.tsv(.gz)")
     parser.add_argument("--work", default=str(ROOT / "work_dirs" / "mt"))
     parser.add_argument("--updates", type=int, default=300)
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--rows", default="standard,adaptive,DeFINE")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
+    check_corpus(args.data, ["train.tsv", "valid.tsv", "test.tsv"])
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     bin_dir = work / "bin"

@@ -6,7 +6,8 @@ The body is shrunk (4 blocks, d=256, FFN 1024, 4 heads); every output/input laye
 width (SM-T: embeddings of d/2; ASM: input embeddings of d/16; bands shrink by 4). Prints a markdown table and
 writes WORK/table3.json.
 
-  python scripts/table3_small.py --data ../shared/data/lm --minutes 4 --cutoff 5000,20000
+  python scripts/table3_small.py                                        # the bundled corpus
+  python scripts/table3_small.py --data DIR --minutes 4 --cutoff 5000,20000   # a larger one
 """
 
 import argparse
@@ -31,7 +32,7 @@ def rows(cutoff):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "lm"))
+    parser.add_argument("--data", default=str(ROOT / "data" / "lm-sample"), help="train/valid/test.txt(.gz)")
     parser.add_argument("--cutoff", default="5000,20000")
     parser.add_argument("--rows", default="SM-T,ASM,ADP,ADP-T")
     add_common_arguments(parser, "table3", minutes=4.0)

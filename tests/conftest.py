@@ -15,6 +15,20 @@ USER_DIR = str(ROOT / "fairseq_adaptive")
 import fairseq_adaptive  # noqa: E402,F401  (registers our components before fairseq parses flags)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run on a CUDA GPU where the Triton kernels run (compute capability 8.0+), else skip."""
+    import torch
+
+    from fairseq_adaptive.modules import triton_support
+
+    if torch.cuda.is_available() and triton_support.runs_on(torch.empty(0, device="cuda")):
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU of compute capability 8.0+ with Triton")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 def run_cli(main, argv):
     """Run a fairseq console entry point in-process with ``argv`` (as fairseq's own tests do)."""
     old = sys.argv

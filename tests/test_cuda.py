@@ -12,10 +12,7 @@ from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 from fairseq_adaptive.modules.triton_norm_act import norm_act
 
 cuda = torch.device("cuda") if torch.cuda.is_available() else None
-pytestmark = pytest.mark.skipif(
-    cuda is None or not triton_support.runs_on(torch.empty(0, device=cuda or "cpu")),
-    reason="needs a CUDA GPU of compute capability 8.0+ with Triton",
-)
+pytestmark = pytest.mark.cuda  # skipped by conftest.py without a capable GPU
 
 
 def with_and_without_kernels(monkeypatch, run):

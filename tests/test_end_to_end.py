@@ -138,4 +138,8 @@ def test_define_in_bf16_through_our_entry_point(lm_data, tmp_path):
               "--criterion", "adaptive_cross_entropy"]
     run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
+    assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
+    for name in ("decoder.embed_tokens.layers.1.weight", "decoder.embed_tokens.output_layer.weight"):
+        w = state["model"][name]
+        assert torch.equal(w, w.bfloat16().to(w.dtype)), name  # trained in bf16: every value a bf16 value
     assert math.isfinite(state["extra_state"]["best"])

@@ -2,10 +2,10 @@
 
 The architectures reproduce the word-level rows of Table 3 of Baevski & Auli 2019 (https://arxiv.org/abs/1809.10853)
 on WikiText-103 and the DeFINE language models of Mehta et al. 2020 (https://arxiv.org/abs/1911.12385, Tables 2
-and 5); see README.md for the parameter-count derivation of each.
+and 5); see docs/architectures.md for the parameter-count derivation of each. Flags become a model description in
+``config.py``.
 """
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,36 +17,27 @@ from fairseq.models.transformer_lm import (
     TransformerLanguageModelConfig,
 )
 from fairseq.utils import safe_getattr
-
-from omegaconf import DictConfig, open_dict
 from torch import nn
 
-from ..modules.adaptive_input import band_dims, check_cutoff
-from ..modules.adaptive_softmax import AdaptiveSoftmax
 from .. import fairseq_fixes
+from ..modules.adaptive_softmax import AdaptiveSoftmax
 from ..modules.define import DeFINE
 from .causal_attention import build_causal_decoder_layer
-from .input_layers import AUTO, DefineConfig, adaptive_input_of, build_input_layer, define_options, parse_cutoff
+from .config import (
+    DefineConfig,
+    FastPathConfig,
+    check_dictionary_size,
+    data_of,
+    define_options,
+    input_layer_width,
+    parse_cutoff,
+    resolve_dims,
+    uses_define,
+    validate_config,
+)
+from .input_layers import adaptive_input_of, build_input_layer
 
-__all__ = ["AUTO", "AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel", "parse_cutoff"]
-
-@dataclass
-class FastPathConfig:
-    """Speed switches shared by ``adaptive_lm`` and ``adaptive_transformer``; each keeps the math unchanged."""
-
-    adaptive_softmax_chunk: Optional[int] = field(
-        default=None,
-        metadata={"help": "removed: every loss and score runs through the blockwise engine, whose memory is bounded "
-                          "without it (a value above 0 is an error)"},
-    )
-    no_causal_sdpa: bool = field(
-        default=False,
-        metadata={
-            "help": "run the decoder's self-attention through fairseq's MultiheadAttention with an explicit future "
-            "mask instead of scaled_dot_product_attention(is_causal=True) (same math; the latter reaches the "
-            "flash kernels)"
-        },
-    )
+__all__ = ["AdaptiveLMConfig", "AdaptiveDecoder", "AdaptiveLanguageModel"]
 
 
 @dataclass
@@ -72,45 +63,6 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, DefineConfig, FastPathCon
     )
 
 
-def decoder_define_dim(args) -> Optional[int]:
-    """n of the decoder-side DeFINE: ``--define-dim`` (language model) or ``--decoder-define-dim`` (translation)."""
-    return safe_getattr(args, "decoder_define_dim", None) or safe_getattr(args, "define_dim", None) or None
-
-
-def define_flag(args) -> str:
-    return "--decoder-define-dim" if safe_getattr(args, "decoder_define_dim", None) else "--define-dim"
-
-
-def uses_define(args) -> bool:
-    return decoder_define_dim(args) is not None
-
-
-def resolve_dims(args) -> None:
-    """Fill the dimensions that default to the decoder width, in place (Namespace or DictConfig).
-
-    With DeFINE the input layer ends at the decoder width (no input projection) and a tied softmax scores at
-    the DeFINE width n, so the output dimension defaults to n there."""
-    tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
-        args, "share_decoder_input_output_embed", False
-    )
-    if uses_define(args):
-        if safe_getattr(args, "decoder_input_dim", None) not in (None, args.decoder_embed_dim):
-            raise ValueError(
-                f"--decoder-input-dim={args.decoder_input_dim} has no meaning with --define-dim: DeFINE maps "
-                f"tokens to --define-dim and reduces them to --decoder-embed-dim; drop --decoder-input-dim"
-            )
-        if safe_getattr(args, "decoder_output_dim", None) is None and tied:
-            args.decoder_output_dim = decoder_define_dim(args)
-    for name in ("decoder_input_dim", "decoder_output_dim"):
-        if safe_getattr(args, name, None) is None:
-            setattr(args, name, args.decoder_embed_dim)
-
-
-def input_layer_width(args) -> int:
-    """Width of the plain or adaptive embedding (the one a tied softmax shares): n with DeFINE."""
-    return decoder_define_dim(args) if uses_define(args) else args.decoder_input_dim
-
-
 def build_lm_input_layer(args, dictionary) -> nn.Module:
     """Plain embedding, adaptive input, or DeFINE over either, from the model's config."""
     define = uses_define(args)
@@ -122,85 +74,6 @@ def build_lm_input_layer(args, dictionary) -> nn.Module:
         adaptive_factor=args.adaptive_input_factor,
         define=define_options(args) if define else None,
     )
-
-
-def check_dictionary_size(args, dictionary, data: str) -> None:
-    """A model is built for one dictionary: record its size in the config (saved with every checkpoint) and, when a
-    checkpoint's config comes back with another dictionary, say so before anything is built from it."""
-    trained = safe_getattr(args, "dictionary_size", None)
-    if trained is None:
-        with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
-            args.dictionary_size = len(dictionary)  # a checkpoint's config from before this field: add it
-    elif trained != len(dictionary):
-        raise ValueError(
-            f"the dictionary of {data} has {len(dictionary):,} entries, but the checkpoint was trained with a "
-            f"{trained:,}-entry dictionary: score text binarised with the checkpoint's own dict.txt "
-            f"(fairseq-preprocess --only-source --srcdict <the training data-bin>/dict.txt ...)"
-        )
-
-
-def validate_lm_config(args, vocab_size: int) -> None:
-    """Fail at build time, naming the flag and the fix, on combinations that would break deep in a forward."""
-    input_cutoff = parse_cutoff(safe_getattr(args, "adaptive_input_cutoff"), "--adaptive-input-cutoff")
-    softmax_cutoff = parse_cutoff(safe_getattr(args, "adaptive_softmax_cutoff"), "--adaptive-softmax-cutoff")
-    if args.adaptive_input and input_cutoff is None:
-        raise ValueError("--adaptive-input needs --adaptive-input-cutoff (e.g. 20000,60000, or auto)")
-    for cutoff, flag in ((input_cutoff, "--adaptive-input-cutoff"), (softmax_cutoff, "--adaptive-softmax-cutoff")):
-        if cutoff is not None:
-            check_cutoff(cutoff, vocab_size, flag)
-    if args.adaptive_input:
-        band_dims(input_layer_width(args), args.adaptive_input_factor, len(input_cutoff) + 1, "--adaptive-input-factor")
-    if softmax_cutoff is not None:
-        band_dims(args.decoder_output_dim, args.adaptive_softmax_factor, len(softmax_cutoff) + 1,
-                  "--adaptive-softmax-factor")
-    if args.tie_adaptive_weights:
-        if not args.adaptive_input or softmax_cutoff is None:
-            raise ValueError(
-                "--tie-adaptive-weights ties the adaptive softmax to the adaptive input: it needs both "
-                "--adaptive-input and --adaptive-softmax-cutoff"
-            )
-        if input_cutoff != softmax_cutoff:
-            raise ValueError(
-                f"--tie-adaptive-weights needs --adaptive-softmax-cutoff ({softmax_cutoff}) equal to "
-                f"--adaptive-input-cutoff ({input_cutoff})"
-            )
-        if args.adaptive_input_factor != args.adaptive_softmax_factor:
-            raise ValueError(
-                f"--tie-adaptive-weights needs --adaptive-softmax-factor ({args.adaptive_softmax_factor}) equal to "
-                f"--adaptive-input-factor ({args.adaptive_input_factor})"
-            )
-        adaptive_width = decoder_define_dim(args) if uses_define(args) else args.decoder_embed_dim
-        if args.decoder_output_dim != adaptive_width:
-            flag = define_flag(args) if uses_define(args) else "--decoder-embed-dim"
-            raise ValueError(
-                f"--tie-adaptive-weights shares the adaptive input's projections, which end at {flag} "
-                f"({adaptive_width}): --decoder-output-dim ({args.decoder_output_dim}) must equal it"
-            )
-    elif args.tie_adaptive_proj:
-        raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights")
-    if args.share_decoder_input_output_embed and (args.adaptive_input or softmax_cutoff is not None):
-        raise ValueError(
-            "--share-decoder-input-output-embed ties a full softmax to a plain embedding; with adaptive "
-            "layers use --tie-adaptive-weights instead"
-        )
-    if args.share_decoder_input_output_embed and input_layer_width(args) != args.decoder_output_dim:
-        flag = define_flag(args) if uses_define(args) else "--decoder-input-dim"
-        raise ValueError(
-            f"--share-decoder-input-output-embed needs {flag} ({input_layer_width(args)}) equal to "
-            f"--decoder-output-dim ({args.decoder_output_dim})"
-        )
-    if (safe_getattr(args, "adaptive_softmax_chunk", None) or 0) > 0:
-        raise ValueError(
-            f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
-            f"block by block through one engine, which bounds memory without it; drop the flag"
-        )
-    if not 0.0 <= args.adaptive_softmax_dropout < 1.0:
-        raise ValueError(f"--adaptive-softmax-dropout={args.adaptive_softmax_dropout} must lie in [0, 1)")
-
-
-def data_of(task) -> str:
-    """The data directory a task reads (for messages)."""
-    return str(safe_getattr(safe_getattr(task, "args", None), "data", None) or "the data directory")
 
 
 class AdaptiveDecoder(TransformerDecoder):
@@ -268,7 +141,7 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
         dictionary = task.source_dictionary
         check_dictionary_size(args, dictionary, data_of(task))
         resolve_dims(args)
-        validate_lm_config(args, len(dictionary))
+        validate_config(args, len(dictionary))
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
         if safe_getattr(args, "max_target_positions", None) is None:

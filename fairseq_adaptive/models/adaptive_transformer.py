@@ -19,10 +19,22 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 from fairseq.utils import safe_getattr
 
-from .adaptive_lm import AdaptiveDecoder, FastPathConfig, resolve_dims, validate_lm_config
+from .adaptive_lm import AdaptiveDecoder
 from .. import fairseq_fixes
 from ..modules.define import DeFINE
-from .input_layers import DEFINE_DEFAULTS, DefineConfig, build_input_layer, define_options, parse_cutoff
+from .config import (
+    DEFINE_DEFAULTS,
+    DefineConfig,
+    FastPathConfig,
+    default_output_to_define_width,
+    define_options,
+    fill_dataclass_defaults,
+    parse_cutoff,
+    resolve_dims,
+    validate_config,
+)
+from .config import set_defaults as _set
+from .input_layers import build_input_layer
 
 
 @dataclass
@@ -33,7 +45,7 @@ class AdaptiveTransformerConfig(DefineConfig, FastPathConfig):
     adaptive_input_cutoff: Optional[str] = field(
         default=None,
         metadata={"help": "band boundaries of the decoder's adaptive input (and the encoder's, unless given "
-                          "--encoder-adaptive-input-cutoff), e.g. 4000,12000; scripts/prepare_mt.sh prints some"},
+                          "--encoder-adaptive-input-cutoff), e.g. 4000,12000; scripts/prepare_mt.py prints some"},
     )
     encoder_adaptive_input_cutoff: Optional[str] = field(
         default=None, metadata={"help": "band boundaries of the encoder's adaptive input (source dictionary)"}
@@ -49,9 +61,6 @@ class AdaptiveTransformerConfig(DefineConfig, FastPathConfig):
     )
 
 
-OWN_DEFAULTS = {name: f.default for name, f in AdaptiveTransformerConfig.__dataclass_fields__.items()}
-
-
 def _side_layer(args, side: str, dictionary):
     """The input layer of one side (``encoder`` or ``decoder``), from the flags."""
     adaptive = args.encoder_adaptive_input if side == "encoder" else args.adaptive_input
@@ -65,7 +74,7 @@ def _side_layer(args, side: str, dictionary):
         cutoff = parse_cutoff(value, flag)
         if cutoff is None:
             raise ValueError(f"{'--encoder-adaptive-input' if side == 'encoder' else '--adaptive-input'} needs "
-                             f"{flag} (e.g. 4000,12000; scripts/prepare_mt.sh prints cutoffs for your dictionary)")
+                             f"{flag} (e.g. 4000,12000; scripts/prepare_mt.py prints cutoffs for your dictionary)")
     return build_input_layer(dictionary, width, model_dim, adaptive_cutoff=cutoff,
                              adaptive_factor=args.adaptive_input_factor,
                              define=define_options(args) if define_dim else None)
@@ -90,7 +99,7 @@ class AdaptiveTransformerModel(TransformerModel):
             # one input layer for both sides; a full softmax shares it too (an adaptive one through --tie-adaptive-*)
             args.share_decoder_input_output_embed = args.adaptive_softmax_cutoff is None
         resolve_dims(args)
-        validate_lm_config(args, len(tgt_dict))
+        validate_config(args, len(tgt_dict))
         encoder_embed = _side_layer(args, "encoder", src_dict)
         decoder_embed = encoder_embed if args.share_all_embeddings else _side_layer(args, "decoder", tgt_dict)
         encoder = cls.build_encoder(args, src_dict, encoder_embed)
@@ -103,7 +112,7 @@ class AdaptiveTransformerModel(TransformerModel):
 def _check_share_all(args, src_dict, tgt_dict) -> None:
     if src_dict != tgt_dict:
         raise ValueError("--share-all-embeddings needs a joined dictionary: preprocess with --joined-dictionary "
-                         "(scripts/prepare_mt.sh does)")
+                         "(scripts/prepare_mt.py does)")
     pairs = [("--encoder-embed-dim", args.encoder_embed_dim, "--decoder-embed-dim", args.decoder_embed_dim),
              ("--encoder-adaptive-input", args.encoder_adaptive_input, "--adaptive-input", args.adaptive_input),
              ("--encoder-define-dim", args.encoder_define_dim, "--decoder-define-dim", args.decoder_define_dim)]
@@ -118,23 +127,13 @@ def _check_share_all(args, src_dict, tgt_dict) -> None:
 
 def _fill_defaults(args) -> None:
     """fairseq's ``base_architecture`` plus our flags' defaults; a tied decoder DeFINE scores at its width n."""
-    # fairseq adds model flags without defaults (architectures fill them): fill ours from the dataclass
-    for name, value in OWN_DEFAULTS.items():
-        setattr(args, name, safe_getattr(args, name, value))
+    fill_dataclass_defaults(args, AdaptiveTransformerConfig)
     _set(args, tie_adaptive_proj=False, adaptive_softmax_factor=4)  # fairseq's defaults, not set by base_architecture
-    tied = any(safe_getattr(args, flag, False) for flag in
-               ("tie_adaptive_weights", "share_all_embeddings", "share_decoder_input_output_embed"))
-    if args.decoder_define_dim and tied:
-        args.decoder_output_dim = safe_getattr(args, "decoder_output_dim", None) or args.decoder_define_dim
+    default_output_to_define_width(args)
     base_architecture(args)
 
 
 # ------------------------------------------------------------------------------------------------ architectures
-def _set(args, **defaults) -> None:
-    for name, value in defaults.items():
-        setattr(args, name, safe_getattr(args, name, value))
-
-
 def _symmetric(args, layers: int, dim: int, ffn: int, heads: int, dropout: float) -> None:
     """The same body on both sides (defaults only: flags given on the command line win)."""
     for side in ("encoder", "decoder"):

@@ -9,25 +9,16 @@ fairseq's ``base_lm_architecture``.
 
 from fairseq.models import register_model_architecture
 from fairseq.models.transformer_lm import TransformerLanguageModelConfig, base_lm_architecture
-from fairseq.utils import safe_getattr
 
-from .adaptive_lm import AUTO, AdaptiveLMConfig
-
-def _set(args, **defaults) -> None:
-    for name, value in defaults.items():
-        setattr(args, name, safe_getattr(args, name, value))
+from .adaptive_lm import AdaptiveLMConfig
+from .config import AUTO, default_output_to_define_width, fill_dataclass_defaults
+from .config import set_defaults as _set
 
 
 def _base(args) -> None:
     """fairseq's defaults, except that a softmax tied to a DeFINE's map layer scores at its width n."""
-    tied = safe_getattr(args, "tie_adaptive_weights", False) or safe_getattr(
-        args, "share_decoder_input_output_embed", False
-    )
-    if safe_getattr(args, "define_dim", None) and tied:
-        _set(args, decoder_output_dim=args.define_dim)
-    # fairseq adds model flags without defaults (archs fill them): fill ours from the dataclass
-    own = set(AdaptiveLMConfig.__dataclass_fields__) - set(TransformerLanguageModelConfig.__dataclass_fields__)
-    _set(args, **{name: AdaptiveLMConfig.__dataclass_fields__[name].default for name in sorted(own)})
+    default_output_to_define_width(args)
+    fill_dataclass_defaults(args, AdaptiveLMConfig, (TransformerLanguageModelConfig,))
     base_lm_architecture(args)
 
 

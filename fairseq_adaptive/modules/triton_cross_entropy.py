@@ -7,7 +7,7 @@ row is cut into spans: one kernel writes each span's max and sum of exponentials
 row's log-sum-exp and writes its span's gradient (spans of 16K+ logits, re-read from cache).
 
 It replaces five or six elementwise PyTorch passes over a ``rows x C`` block (cast, log-sum-exp, subtract, exp,
-scatter, mask, cast back) by two reads and one write. Imported lazily; without Triton (or without CUDA) the PyTorch
+scatter, mask, cast back) by two reads and one write. Imported with the package; without Triton (or without CUDA) the PyTorch
 code in ``linear_cross_entropy`` runs instead. ``TRITON_INTERPRET=1`` runs it on CPU tensors (the tests do).
 """
 

@@ -16,7 +16,7 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
-from ..models.adaptive_lm import AUTO, check_dictionary_size, data_of, parse_cutoff
+from ..models.config import AUTO, check_dictionary_size, data_of, parse_cutoff
 from ..modules.adaptive_input import check_cutoff
 
 logger = logging.getLogger(__name__)
