@@ -187,8 +187,11 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
     nll = torch.empty(n, dtype=acc, device=xs[0].device)
     smoothing = None
     grad_xs = [torch.empty_like(x) if want else None for x, want in zip(xs, wants[: terms.segments])]
-    grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if want else None
-               for w, want in zip(weights, wants[terms.segments :])]
+    want_ws = wants[terms.segments :]
+    # one block (short inputs): each weight's gradient is one product, no fp32 sum to zero-fill and add into
+    direct = terms.block >= n and xs[0].dtype == acc
+    grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if want and not direct else None
+               for w, want in zip(weights, want_ws)]
     bounds = [0]
     for w in weights:
         bounds.append(bounds[-1] + w.size(0))
@@ -206,8 +209,11 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
             g = grad_logits if len(xs) == 1 or grad_logits is None else grad_logits[:, bounds[k] : bounds[k + 1]]
             if grad_xs[k] is not None:
                 torch.mm(g, w, out=grad_xs[k][start:end])
-            if grad_ws[k] is not None:
-                accumulate_product(grad_ws[k], g.t(), r)
+            if want_ws[k]:
+                if direct:
+                    grad_ws[k] = g.t() @ r
+                else:
+                    accumulate_product(grad_ws[k], g.t(), r)
     # blocks were summed in fp32; keep the weights' gradients in their own dtype until backward (half the memory)
     grad_ws = [None if g is None else g.to(w.dtype) for g, w in zip(grad_ws, weights)]
     return nll, smoothing, grad_xs + grad_ws
