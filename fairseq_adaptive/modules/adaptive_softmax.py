@@ -199,8 +199,8 @@ class AdaptiveSoftmax(nn.Module):
         keep = target != ignore_index
         nll_weight, smooth = label_smoothing_weights(keep, epsilon, self.vocab_size)
         cluster = self.cluster_of(target)
-        sizes = [end - start for start, end in zip(self.cutoff, self.cutoff[1:])]
-        class_weight = torch.tensor([1.0] * self.cutoff[0] + sizes, device=x.device)
+        sizes = x.new_tensor([end - start for start, end in zip(self.cutoff, self.cutoff[1:])], dtype=torch.float32)
+        class_weight = torch.cat([sizes.new_ones(self.cutoff[0]), sizes])
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
         total, nll = linear_cross_entropy(*self.head_segments(x), head_target, nll_weight, smooth, class_weight)
         nll = nll.masked_fill(~keep, 0.0)
