@@ -263,3 +263,34 @@ def test_label_smoothed_step_under_autocast(mt_data, kind):
     for ref, got in zip(ref_grads, amp_grads):
         if ref.norm() > 1e-3 * largest:  # smaller ones are within bf16 noise of zero
             assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.98
+
+
+def test_report_accuracy_from_features_equals_fairseqs(mt_data):
+    """--report-accuracy with a full softmax: the blockwise argmax over features counts what fairseq's criterion
+    counts on the materialised logits; with an adaptive softmax it is refused with the fix."""
+    from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
+
+    from fairseq_adaptive.criterions.adaptive_label_smoothed_cross_entropy import (
+        AdaptiveLabelSmoothedCrossEntropyCriterion,
+    )
+
+    torch.manual_seed(0)
+    model, task = build(mt_data, *kinds(mt_data)["standard"], "--dropout", "0")
+    vocab = len(task.target_dictionary)
+    tokens, target = torch.randint(4, vocab, (3, 7)), torch.randint(4, vocab, (3, 7))
+    target[0, -2:] = task.target_dictionary.pad()
+    sample = {"net_input": {"src_tokens": tokens, "src_lengths": torch.full((3,), 7), "prev_output_tokens": tokens},
+              "target": target, "ntokens": target.numel()}
+    ours = AdaptiveLabelSmoothedCrossEntropyCriterion(task, False, 0.1, report_accuracy=True)
+    theirs = LabelSmoothedCrossEntropyCriterion(task, False, 0.1, report_accuracy=True)
+    model.eval()
+    with torch.no_grad():
+        target[1] = model(**sample["net_input"])[0][1].argmax(-1)  # a sentence the model gets right
+
+        _, _, got = ours(model, sample)
+        _, _, ref = theirs(model, sample)
+    assert int(got["total"]) == int(ref["total"]) == 19
+    assert int(got["n_correct"]) == int(ref["n_correct"]) >= 7
+    adaptive, _ = build(mt_data, *kinds(mt_data)["adaptive, tied adaptive softmax"])
+    with pytest.raises(ValueError, match="drop --report-accuracy"):
+        ours(adaptive, sample)

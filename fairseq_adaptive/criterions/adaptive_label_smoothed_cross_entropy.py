@@ -50,10 +50,8 @@ class AdaptiveLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriter
     def compute_accuracy(self, model, net_output, sample):
         """fairseq's accuracy (argmax == target over non-padding positions) from the features, a block of rows at a
         time (a full softmax only)."""
-        features, target = net_output[0], model.get_targets(sample, net_output)
-        if self.ignore_prefix_size > 0:
-            features, target = features[:, self.ignore_prefix_size :], target[:, self.ignore_prefix_size :]
-        x, target = features.reshape(-1, features.size(-1)).detach(), target.reshape(-1)
+        x, target = self.scored(model, net_output, sample)
+        x = x.detach()
         weight = output_weight(model).detach()
         with torch.no_grad():
             step = rows_per_block(x.size(0), weight.size(0), block_elements_for(x))
@@ -63,14 +61,18 @@ class AdaptiveLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriter
 
     def compute_loss(self, model, net_output, sample, reduce=True):
         """``net_output[0]`` holds the decoder's features (see ``forward``)."""
+        x, target = self.scored(model, net_output, sample)
+        adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
+        if adaptive_softmax is not None:
+            return adaptive_softmax.label_smoothed_loss(x, target, self.padding_idx, self.eps)
+        weight = output_weight(model)
+        keep, smooth = label_smoothing_weights(target != self.padding_idx, self.eps, weight.size(0))
+        loss, nll = linear_cross_entropy(x, weight, target, keep, smooth)
+        return loss, nll.sum()
+
+    def scored(self, model, net_output, sample):
+        """The positions the loss scores: ``N x d`` features and ``N`` targets, after ``--ignore-prefix-size``."""
         features, target = net_output[0], model.get_targets(sample, net_output)
         if self.ignore_prefix_size > 0:
             features, target = features[:, self.ignore_prefix_size :], target[:, self.ignore_prefix_size :]
-        adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
-        if adaptive_softmax is not None:
-            return adaptive_softmax.label_smoothed_loss(features, target, self.padding_idx, self.eps)
-        weight = output_weight(model)
-        target = target.reshape(-1)
-        keep, smooth = label_smoothing_weights(target != self.padding_idx, self.eps, weight.size(0))
-        loss, nll = linear_cross_entropy(features.reshape(-1, features.size(-1)), weight, target, keep, smooth)
-        return loss, nll.sum()
+        return features.reshape(-1, features.size(-1)), target.reshape(-1)
