@@ -99,8 +99,11 @@ def define_layout(
     groups = group_schedule(transform, n_layers, max_groups)
     # truncation to integers as the released code does (numpy's linspace, then a cast)
     raw = np.linspace(proj_dim, expand_dim, n_layers).astype(np.int64).tolist()[1:]
-    widths = [math.ceil(w / max(groups[i], groups[i + 1], 8)) * max(groups[i], groups[i + 1], 8)
-              for i, w in enumerate(raw)] + [output_dim]
+    widths = []
+    for i, w in enumerate(raw):
+        step = max(groups[i], groups[i + 1], 8)  # split evenly by this layer and the next (and by 8, tensor cores)
+        widths.append(math.ceil(w / step) * step)
+    widths.append(output_dim)
     skip = proj_dim if connection != "none" else 0
     layout = [LayerSpec(proj_dim if i == 0 else widths[i - 1] + skip, widths[i], groups[i]) for i in range(n_layers)]
     for i, spec in enumerate(layout):
