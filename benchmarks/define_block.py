@@ -27,7 +27,7 @@ from common import optional, print_table, time_step, without_triton, write_json 
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fairseq_adaptive.modules.define import DeFINE  # noqa: E402
+from fairseq_adaptive.modules.define import DeFINE, DefineOptions  # noqa: E402
 from fairseq_adaptive.modules.triton_support import runs_on  # noqa: E402
 
 
@@ -76,8 +76,9 @@ def main():
     rows = []
     for dtype_name in args.dtypes.split(","):
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
-        define = DeFINE(nn.Embedding(args.vocab, args.n, padding_idx=1), args.n, args.k, args.m, args.layers,
-                        args.groups, dropout=0.0, embed_dropout=0.0).to(device, dtype)
+        options = DefineOptions(expand_dim=args.k, n_layers=args.layers, max_groups=args.groups, dropout=0.0,
+                                embed_dropout=0.0)
+        define = DeFINE(nn.Embedding(args.vocab, args.n, padding_idx=1), args.n, args.m, options).to(device, dtype)
         hidden = max(1, round(define.block_parameters() / (args.n + args.m + 1)))
         dense = DenseMap(args.vocab, args.n, hidden, args.m).to(device, dtype)
         dense_params = sum(p.numel() for p in (*dense.up.parameters(), *dense.down.parameters()))

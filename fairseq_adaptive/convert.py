@@ -1,7 +1,8 @@
 """Map checkpoints of fairseq's own adaptive models (``transformer_lm`` with ``--adaptive-input`` /
 ``--adaptive-softmax-cutoff``, e.g. ``transformer_lm_wiki103``) onto ``adaptive_lm``.
 
-Our AdaptiveInput uses fairseq's parameter names, so only the adaptive softmax is renamed:
+Our AdaptiveInput uses fairseq's parameter names and the adaptive softmax is renamed as below; both then move under
+the decoder's embedder and scorer (``modules/vocab_layers.upgrade_state_dict``):
 
 | fairseq                                            | ours                          |
 |----------------------------------------------------|-------------------------------|
@@ -17,6 +18,9 @@ import re
 from typing import Dict
 
 from torch import Tensor
+
+from .models.vocab_flags import parse_cutoff
+from .modules.vocab_layers import upgrade_state_dict
 
 _TAIL = re.compile(r"^tail\.(\d+)\.([02])\.weight$")
 _DROPPED = {"version", "head._float_tensor", "_float_tensor"}
@@ -62,8 +66,9 @@ def convert_fairseq_lm_checkpoint(state: dict) -> dict:
     converted = {k: v for k, v in model.items() if not k.startswith(prefix) and k not in ("decoder.embed_tokens._float_tensor",)}
     cutoff = model_cfg.get("adaptive_softmax_cutoff")
     if any(k.startswith(prefix) for k in model):
-        cutoff0 = int(str(cutoff).strip("[]").split(",")[0])
+        cutoff0 = parse_cutoff(cutoff, "adaptive_softmax_cutoff", "the checkpoint's own")[0]
         converted.update(convert_adaptive_softmax_state(model, cutoff0=cutoff0, prefix=prefix))
+    upgrade_state_dict(converted, "decoder", scorer=True)  # our names: embedder and scorer
     new = dict(state)
     new["model"] = converted
     new["last_optimizer_state"] = None

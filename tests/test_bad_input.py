@@ -28,7 +28,7 @@ def test_untied_softmax_factor_is_checked_too():
 
 def test_factor_one_keeps_every_band_at_full_width():
     model = build_on_meta("adaptive_lm_tiny", 300, [*CUT, "--adaptive-input-factor", "1", "--adaptive-softmax-factor", "1"])
-    assert model.decoder.embed_tokens.dims == [32, 32, 32]
+    assert model.decoder.embed_tokens.embedding.dims == [32, 32, 32]
 
 
 @pytest.mark.parametrize("cutoff", ["40,300", "40,301"])

@@ -138,7 +138,7 @@ def test_fairseq_hydra_train_runs_the_translation_config(mt_data, tmp_path):
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     state = torch.load(tmp_path / "ckpt" / "checkpoint_last.pt", weights_only=False)
     assert state["optimizer_history"][-1]["num_updates"] == 3
-    assert any(k.startswith("encoder.embed_tokens.layers.") for k in state["model"])
+    assert any(k.startswith("encoder.embed_tokens.embedding.layers.") for k in state["model"])
     gen = subprocess.run([os.path.join(bin_dir, "fairseq-generate"), str(mt_data), "--user-dir", env[
         "FAIRSEQ_ADAPTIVE_USER_DIR"], "--cpu", "--path", str(tmp_path / "ckpt" / "checkpoint_last.pt"),
                           "--max-tokens", "2048", "--max-len-b", "5", "--remove-bpe", "sentencepiece"],

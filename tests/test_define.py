@@ -8,7 +8,15 @@ from torch import nn
 
 from fairseq_adaptive.models.counting import build_on_meta, count_parameters
 from fairseq_adaptive.modules.adaptive_input import AdaptiveInput
-from fairseq_adaptive.modules.define import DeFINE, GroupLinear, define_layout, group_major, mix, time_shared_dropout
+from fairseq_adaptive.modules.define import (
+    DeFINE,
+    DefineOptions,
+    GroupLinear,
+    define_layout,
+    group_major,
+    mix,
+    time_shared_dropout,
+)
 
 
 def shapes(layout):
@@ -104,7 +112,8 @@ def test_batched_group_linear_equals_a_loop_over_groups():
 def tiny_define(cache=False, transform="hgt", connection="mixer"):
     torch.manual_seed(0)
     emb = AdaptiveInput(300, 1, 16, 2, 16, [40, 120])
-    return DeFINE(emb, 16, 64, 32, n_layers=3, max_groups=4, transform=transform, connection=connection, cache=cache)
+    options = DefineOptions(expand_dim=64, n_layers=3, max_groups=4, transform=transform, connection=connection, cache=cache)
+    return DeFINE(emb, 16, 32, options)
 
 
 @pytest.mark.parametrize("transform", ["hgt", "glt", "glt_shuffle", "linear"])
@@ -162,7 +171,7 @@ def closed_form(n, k, m, N, max_groups=8):
 @pytest.mark.parametrize("n,k,m,N", [(64, 4096, 384, 3), (128, 1024, 512, 3), (128, 1024, 384, 7), (16, 64, 32, 3)])
 def test_block_parameters_match_the_closed_form(n, k, m, N):
     with torch.device("meta"):
-        d = DeFINE(nn.Embedding(10, n, padding_idx=1), n, k, m, n_layers=N)
+        d = DeFINE(nn.Embedding(10, n, padding_idx=1), n, m, DefineOptions(expand_dim=k, n_layers=N))
     assert d.block_parameters() == closed_form(n, k, m, N)
 
 
@@ -174,12 +183,12 @@ RELEASED_COUNTS = {64: 6_781_392, 128: 6_793_680, 256: 6_818_256, 384: 6_842_832
 @pytest.mark.parametrize("n", sorted(RELEASED_COUNTS))
 def test_table2_archs_have_the_released_units_count(n):
     model = build_on_meta(f"adaptive_lm_wiki103_define_n{n}", 267744)
-    assert model.decoder.embed_tokens.block_parameters() == RELEASED_COUNTS[n] == closed_form(n, 4096, 384, 3)
+    assert model.decoder.embed_tokens.define_parameters() == RELEASED_COUNTS[n] == closed_form(n, 4096, 384, 3)
 
 
 def test_wmt_arch_has_the_released_units_count():
     model = build_on_meta("adaptive_transformer_wmt_en_de_define", 32768, task="translation")
-    assert model.encoder.embed_tokens.block_parameters() == 1_587_904 == closed_form(128, 1024, 512, 3)
+    assert model.encoder.embed_tokens.define_parameters() == 1_587_904 == closed_form(128, 1024, 512, 3)
 
 
 def test_embedding_dropout_shares_one_mask_over_time():
@@ -193,21 +202,24 @@ def test_embedding_dropout_shares_one_mask_over_time():
 
 def test_plain_map_is_scaled_by_sqrt_n_unless_told_not_to():
     build = build_on_meta
-    assert build("adaptive_lm_define_std_tiny", 300).decoder.embed_tokens.embed_scale == 4.0  # sqrt(16)
-    assert build("adaptive_lm_define_std_tiny", 300, ["--no-scale-embedding"]).decoder.embed_tokens.embed_scale == 1
+    assert build("adaptive_lm_define_std_tiny", 300).decoder.embed_tokens.embedding.embed_scale == 4.0  # sqrt(16)
+    unscaled = build("adaptive_lm_define_std_tiny", 300, ["--no-scale-embedding"]).decoder.embed_tokens
+    assert unscaled.embedding.embed_scale == 1
     adaptive = build("adaptive_lm_define_tiny", 300, ["--adaptive-input-cutoff", "40,120",
                                                       "--adaptive-softmax-cutoff", "40,120"]).decoder
-    assert adaptive.embed_tokens.embed_scale == 1.0 and adaptive.embed_scale == 1.0  # nor DeFINE's output
+    # nor DeFINE's output, by the embedder or by the body
+    assert adaptive.embed_tokens.embedding.embed_scale == 1.0 and adaptive.embed_tokens.scale == 1.0
+    assert adaptive.embed_scale == 1.0
 
 
 def test_define_arch_output_side_is_tied_through_a_projection_to_n():
     model = build_on_meta("adaptive_lm_wiki103_define_n64", 267744)
     dec = model.decoder
-    adaptive = dec.embed_tokens.map
-    assert dec.project_out_dim.weight.shape == (64, 384)  # m -> n, kept although weights are tied
-    assert dec.adaptive_softmax.head_words is adaptive.embeddings[0][0].weight
-    assert dec.adaptive_softmax.tail[0].proj is adaptive.embeddings[1][1].weight
+    adaptive = dec.embed_tokens.embedding.map
+    assert dec.scorer.project.weight.shape == (64, 384)  # m -> n, kept although weights are tied
+    assert dec.scorer.softmax.head_words is adaptive.embeddings[0][0].weight
+    assert dec.scorer.softmax.tail[0].proj is adaptive.embeddings[1][1].weight
     std = build_on_meta("adaptive_lm_wiki103_define_std_n64", 267744).decoder
-    assert std.output_projection.weight is std.embed_tokens.map.weight
+    assert std.scorer.softmax.weight is std.embed_tokens.embedding.map.weight
     # DeFINE's parameters are counted once; the model is far below the 151M of Transformer-XL's standard model
     assert count_parameters(model) < 60e6

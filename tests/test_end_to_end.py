@@ -62,7 +62,7 @@ def test_bf16_through_our_entry_point(lm_data, tmp_path):
     run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
-    w = state["model"]["decoder.embed_tokens.embeddings.0.0.weight"]
+    w = state["model"]["decoder.embed_tokens.embedding.embeddings.0.0.weight"]
     assert torch.equal(w, w.bfloat16().to(w.dtype))  # saved as fp32, but every value is a bf16 value
     assert math.isfinite(state["extra_state"]["best"])
 
@@ -123,8 +123,8 @@ def test_define_trains_and_the_eval_cache_scores_the_same(lm_data, tmp_path, arc
     define = ["--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy"]
     run_cli(train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "8"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
-    assert any(k.startswith("decoder.embed_tokens.layers.1.") for k in state["model"])
-    assert "decoder.project_out_dim.weight" in state["model"]  # m -> n before the tied softmax
+    assert any(k.startswith("decoder.embed_tokens.embedding.layers.1.") for k in state["model"])
+    assert "decoder.scorer.project.weight" in state["model"]  # m -> n before the tied softmax
     plain = evaluate(lm_data, ckpt / "checkpoint_last.pt")
     cached = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--model-overrides", "{'define_cache': True}")
     vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
@@ -139,7 +139,7 @@ def test_define_in_bf16_through_our_entry_point(lm_data, tmp_path):
     run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
-    for name in ("decoder.embed_tokens.layers.1.weight", "decoder.embed_tokens.output_layer.weight"):
+    for name in ("decoder.embed_tokens.embedding.layers.1.weight", "decoder.embed_tokens.embedding.output_layer.weight"):
         w = state["model"][name]
         assert torch.equal(w, w.bfloat16().to(w.dtype)), name  # trained in bf16: every value a bf16 value
     assert math.isfinite(state["extra_state"]["best"])

@@ -55,8 +55,8 @@ def test_auto_cutoffs_follow_coverage(lm_data):
     model, args = build(lm_data, "adaptive_lm_tiny", "--cutoff-coverage", "0.8,0.95")
     d = Dictionary.load(str(lm_data / "dict.txt"))
     cut = derive_cutoffs(d, [0.8, 0.95])
-    assert model.decoder.embed_tokens.cutoff[:-1] == cut
-    assert model.decoder.adaptive_softmax.cutoff[:-1] == cut
+    assert model.decoder.embed_tokens.embedding.cutoff[:-1] == cut
+    assert model.decoder.scorer.softmax.cutoff[:-1] == cut
     assert all(c % 8 == 0 for c in cut)
     fractions = band_fractions(d, cut)
     assert fractions[0] >= 0.8 and fractions[0] + fractions[1] >= 0.95
@@ -73,14 +73,15 @@ BAD_INPUTS = [
     (["--adaptive-input-cutoff", "100,x", "--adaptive-softmax-cutoff", "100,x"], "not a comma-separated list"),
     (["--cutoff-coverage", "0.9,0.5"], "increasing fractions"),
     (["--cutoff-coverage", "90%"], "not a comma-separated list of fractions"),
-    (["--cutoff-coverage", "0.99999999"], "no band boundary below the dictionary size"),
-    (["--decoder-output-dim", "16"], "end at --decoder-embed-dim \\(32\\): --decoder-output-dim \\(16\\) must equal it"),
-    (["--define-dim", "16", "--decoder-output-dim", "32"], "end at --define-dim \\(16\\): --decoder-output-dim"),
+    (["--cutoff-coverage", "0.99999999"], "puts a band boundary at 3160, past the last word of the 3160-entry dictionary"),
+    (["--decoder-output-dim", "16"], "ends at --decoder-embed-dim \\(32\\): --decoder-output-dim \\(16\\) must equal it"),
+    (["--define-dim", "16", "--decoder-output-dim", "32"], "ends at --define-dim \\(16\\): --decoder-output-dim"),
     (["--define-dim", "16", "--define-proj-dim", "10"], "DeFINE layer 1 has 4 groups, which do not split its "
                                                          "projected width d 10: choose --define-max-groups"),
     (["--define-dim", "16", "--define-layers", "1"], "--define-layers=1: DeFINE needs at least 2 grouped layers"),
-    (["--define-dim", "16", "--define-expand-dim", "8"], "--define-expand-dim=8 must be at least the projected "
-                                                         "width d=16"),
+    (["--define-dim", "16", "--define-expand-dim", "8"], "--define-expand-dim=8 is narrower than --define-dim=16"),
+    (["--define-dim", "16", "--define-expand-dim", "20", "--define-proj-dim", "24"],
+     "--define-expand-dim=20 must be at least the projected width d=24"),
     (["--define-dim", "16", "--decoder-input-dim", "8"], "--decoder-input-dim=8 has no meaning with --define-dim"),
 ]
 
@@ -150,20 +151,21 @@ def test_batch_size_invariance(lm_data):
 def test_full_softmax_loss_goes_through_the_engine_from_features(lm_data):
     """A full softmax's training loss: the criterion asks the decoder for features and scores them blockwise; the loss
     and every gradient equal F.cross_entropy over the materialised B x T x V logits."""
-    from fairseq_adaptive.criterions.adaptive_cross_entropy import decoder_features, output_layer_loss
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import decoder_features
 
     torch.manual_seed(0)
     model, _ = build(lm_data, "adaptive_lm_define_std_tiny", "--define-dim", "0", "--dropout", "0")
-    assert getattr(model.decoder, "adaptive_softmax", None) is None
+    scorer = model.decoder.scorer
+    assert scorer.spec.cutoff is None  # a full softmax
     tokens = torch.randint(4, 400, (2, 12))
     target = tokens.roll(-1, 1)
     target[1, -3:] = 1  # padding
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}}
     features = decoder_features(model, sample)[0]
-    assert features.shape == (2, 12, model.decoder.output_embed_dim)  # features, not V-wide logits
-    got = output_layer_loss(model, features, target, padding_idx=1)[0]
+    assert features.shape == (2, 12, model.decoder.embed_dim)  # features, not V-wide logits
+    got = scorer.loss(features, target, ignore_index=1)[0]
     got_grads = torch.autograd.grad(got, list(model.parameters()))
-    logits = model(tokens)[0]
+    logits = torch.nn.functional.linear(scorer.features(model(tokens)[0]), scorer.softmax.weight)
     ref = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)).float(), target.view(-1), ignore_index=1,
                                             reduction="sum")
     ref_grads = torch.autograd.grad(ref, list(model.parameters()))

@@ -146,7 +146,7 @@ def test_define_translation_parameter_count():
     vocab = 40000
     ours = build_meta("adaptive_transformer_wmt_en_de_define", vocab)
     fairseq_base = build_meta("transformer_wmt_en_de", vocab, "--share-all-embeddings")
-    block = ours.encoder.embed_tokens.block_parameters()
+    block = ours.encoder.embed_tokens.define_parameters()
     assert ours.decoder.embed_tokens is ours.encoder.embed_tokens
     expected = count_parameters(fairseq_base) - vocab * 512 + vocab * 128 + block + 512 * 128
     assert count_parameters(ours) == expected
@@ -157,7 +157,11 @@ def test_define_translation_parameter_count():
 @pytest.mark.parametrize("extra,message", [
     (["--share-all-embeddings", "--encoder-define-dim", "16"], "--encoder-define-dim \\(16\\) must equal "
                                                                "--decoder-define-dim"),
-    (["--adaptive-input", "--share-all-embeddings", "--encoder-adaptive-input"], "needs --adaptive-input-cutoff"),
+    (["--adaptive-input", "--share-all-embeddings", "--encoder-adaptive-input"],
+     "^--encoder-adaptive-input needs --encoder-adaptive-input-cutoff or --adaptive-input-cutoff .*prepare_mt.py"),
+    (["--adaptive-input", "--encoder-adaptive-input", "--adaptive-input-cutoff", "8,16",
+      "--encoder-adaptive-input-cutoff", "16,8"], "^--encoder-adaptive-input-cutoff=16,8 must be positive and strictly"),
+    (["--adaptive-input", "--adaptive-input-cutoff", "auto"], "^--adaptive-input-cutoff=auto .*prepare_mt.py writes"),
     (["--share-all-embeddings", "--adaptive-input"], "--encoder-adaptive-input \\(False\\) must equal"),
 ])
 def test_bad_flags_name_the_fix(mt_data, extra, message):
@@ -183,8 +187,8 @@ def test_checkpoint_loads_for_generation_without_key_errors(mt_data, tmp_path):
                              "--max-update", "2"])
     models, _ = checkpoint_utils.load_model_ensemble([str(ckpt / "checkpoint_last.pt")],
                                                      arg_overrides={"data": str(mt_data)}, strict=True)
-    sm = models[0].decoder.adaptive_softmax
-    assert sm.head_words is models[0].encoder.embed_tokens.embeddings[0][0].weight  # tying survives loading
+    sm = models[0].decoder.scorer.softmax
+    assert sm.head_words is models[0].encoder.embed_tokens.embedding.embeddings[0][0].weight  # tying survives loading
 
 
 @pytest.mark.parametrize("multiple", [1, 8])
@@ -265,9 +269,10 @@ def test_label_smoothed_step_under_autocast(mt_data, kind):
             assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.98
 
 
-def test_report_accuracy_from_features_equals_fairseqs(mt_data):
-    """--report-accuracy with a full softmax: the blockwise argmax over features counts what fairseq's criterion
-    counts on the materialised logits; with an adaptive softmax it is refused with the fix."""
+@pytest.mark.parametrize("kind", ["standard", "adaptive, tied adaptive softmax"])
+def test_report_accuracy_from_features_equals_fairseqs(mt_data, kind):
+    """--report-accuracy: the blockwise argmax over features counts what fairseq's criterion counts on the
+    materialised V-wide log-probabilities, with a full or an adaptive softmax."""
     from fairseq.criterions.label_smoothed_cross_entropy import LabelSmoothedCrossEntropyCriterion
 
     from fairseq_adaptive.criterions.adaptive_label_smoothed_cross_entropy import (
@@ -275,7 +280,7 @@ def test_report_accuracy_from_features_equals_fairseqs(mt_data):
     )
 
     torch.manual_seed(0)
-    model, task = build(mt_data, *kinds(mt_data)["standard"], "--dropout", "0")
+    model, task = build(mt_data, *kinds(mt_data)[kind], "--dropout", "0")
     vocab = len(task.target_dictionary)
     tokens, target = torch.randint(4, vocab, (3, 7)), torch.randint(4, vocab, (3, 7))
     target[0, -2:] = task.target_dictionary.pad()
@@ -285,12 +290,9 @@ def test_report_accuracy_from_features_equals_fairseqs(mt_data):
     theirs = LabelSmoothedCrossEntropyCriterion(task, False, 0.1, report_accuracy=True)
     model.eval()
     with torch.no_grad():
-        target[1] = model(**sample["net_input"])[0][1].argmax(-1)  # a sentence the model gets right
+        target[1] = model.get_normalized_probs(model(**sample["net_input"]), True)[1].argmax(-1)  # all right
 
         _, _, got = ours(model, sample)
         _, _, ref = theirs(model, sample)
     assert int(got["total"]) == int(ref["total"]) == 19
     assert int(got["n_correct"]) == int(ref["n_correct"]) >= 7
-    adaptive, _ = build(mt_data, *kinds(mt_data)["adaptive, tied adaptive softmax"])
-    with pytest.raises(ValueError, match="drop --report-accuracy"):
-        ours(adaptive, sample)

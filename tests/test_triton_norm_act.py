@@ -42,8 +42,8 @@ KERNEL_CHECK = textwrap.dedent(
     from torch import nn
     from fairseq_adaptive.modules import define as define_module
     from tests.interpreted import same_with_kernels
-    unit = define_module.DeFINE(nn.Embedding(50, 16, padding_idx=1), 16, 64, 24, n_layers=3, max_groups=4,
-                                 dropout=0.0, embed_dropout=0.0)
+    options = define_module.DefineOptions(expand_dim=64, n_layers=3, max_groups=4, dropout=0.0, embed_dropout=0.0)
+    unit = define_module.DeFINE(nn.Embedding(50, 16, padding_idx=1), 16, 24, options)
     tokens = torch.randint(2, 50, (3, 7))
     def outputs_and_grads():
         unit.zero_grad()

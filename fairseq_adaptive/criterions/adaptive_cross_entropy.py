@@ -11,42 +11,29 @@ loss (base 2, per token of that cluster) and the fraction of target tokens, so u
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
 
-from ..modules.linear_cross_entropy import linear_cross_entropy
-
 _CLUSTER_KEY = re.compile(r"^cluster(\d+)_ntokens$")
 
 
-def output_weight(model) -> Optional[torch.Tensor]:
-    """The ``V x d`` weight of a decoder's full-softmax output projection (None with an adaptive softmax)."""
-    if getattr(model.decoder, "adaptive_softmax", None) is not None:
-        return None
-    return model.decoder.output_projection.weight
+def scorer_of(model, criterion: str):
+    """The decoder's :class:`Scorer` (every model of this package has one)."""
+    scorer = getattr(getattr(model, "decoder", None), "scorer", None)
+    if scorer is None:
+        raise ValueError(f"--criterion {criterion} scores through the output layer of this package's models "
+                         f"(--arch adaptive_lm*, adaptive_transformer*); {type(model).__name__} has none: use fairseq's "
+                         f"cross_entropy / label_smoothed_cross_entropy with it")
+    return scorer
 
 
 def decoder_features(model, sample):
-    """The decoder's output features (``B x T x d``, after its projection to the output width) and its extra
-    outputs: what the output layer scores. fairseq decoders return the same without the final product when asked
-    for ``features_only``, so a full softmax's ``B x T x V`` logits are never formed in training."""
+    """The decoder's output features (``B x T x m``) and its extra outputs: what the scorer reads. No ``B x T x V``
+    logits are formed."""
     return model(**sample["net_input"], features_only=True)
-
-
-def output_layer_loss(model, features, target, padding_idx: int):
-    """Summed fp32 NLL of ``target`` under the decoder's output layer (adaptive or full softmax), and per cluster
-    (head first; one entry for a full softmax) the loss sums and token counts, through the blockwise engine."""
-    adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
-    if adaptive_softmax is not None:
-        return adaptive_softmax.loss(features, target, ignore_index=padding_idx)
-    target = target.reshape(-1)
-    keep = target != padding_idx
-    loss, _ = linear_cross_entropy(features.reshape(-1, features.size(-1)), output_weight(model), target, keep)
-    return loss, loss.detach().reshape(1), keep.sum().reshape(1)
 
 
 @dataclass
@@ -65,9 +52,10 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
     def forward(self, model, sample, reduce=True):
         if not reduce:
             raise ValueError("adaptive_cross_entropy returns summed losses only (reduce=True)")
+        scorer = scorer_of(model, "adaptive_cross_entropy")
         net_output = decoder_features(model, sample)
         target = model.get_targets(sample, net_output)
-        loss, per_cluster, counts = output_layer_loss(model, net_output[0], target, self.padding_idx)
+        loss, per_cluster, counts = scorer.loss(net_output[0], target, self.padding_idx)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
             "loss": loss.data,

@@ -8,30 +8,29 @@ alike go through the blockwise engine (``modules/linear_cross_entropy.py``): the
 criterion, the smoothing term is reduced block by block with the NLL, and no V-wide row is ever held.
 """
 
-import torch
 from fairseq.criterions import register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import (
     LabelSmoothedCrossEntropyCriterion,
     LabelSmoothedCrossEntropyCriterionConfig,
 )
 
-from ..modules.linear_cross_entropy import (
-    block_elements_for,
-    label_smoothing_weights,
-    linear_cross_entropy,
-    rows_per_block,
-)
-from .adaptive_cross_entropy import decoder_features, output_weight
+from .adaptive_cross_entropy import decoder_features, scorer_of
+
+NAME = "adaptive_label_smoothed_cross_entropy"
 
 
-@register_criterion("adaptive_label_smoothed_cross_entropy", dataclass=LabelSmoothedCrossEntropyCriterionConfig)
+@register_criterion(NAME, dataclass=LabelSmoothedCrossEntropyCriterionConfig)
 class AdaptiveLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriterion):
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, report_accuracy=False):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"--label-smoothing={label_smoothing} must lie in [0, 1): it is the probability mass "
+                             f"moved from the target to the other words (0.1 is usual)")
+        super().__init__(task, sentence_avg, label_smoothing, ignore_prefix_size, report_accuracy)
+
     def forward(self, model, sample, reduce=True):
         if not reduce:
-            raise ValueError("adaptive_label_smoothed_cross_entropy returns summed losses only (reduce=True)")
-        if self.report_accuracy and output_weight(model) is None:
-            raise ValueError("--report-accuracy needs the argmax over the full vocabulary, which an adaptive softmax "
-                             "does not compute in training: drop --report-accuracy")
+            raise ValueError(f"{NAME} returns summed losses only (reduce=True)")
+        scorer_of(model, NAME)
         net_output = decoder_features(model, sample)
         loss, nll_loss = self.compute_loss(model, net_output, sample)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
@@ -49,29 +48,19 @@ class AdaptiveLabelSmoothedCrossEntropyCriterion(LabelSmoothedCrossEntropyCriter
 
     def compute_accuracy(self, model, net_output, sample):
         """fairseq's accuracy (argmax == target over non-padding positions) from the features, a block of rows at a
-        time (a full softmax only)."""
+        time, for a full or an adaptive softmax."""
         x, target = self.scored(model, net_output, sample)
-        x = x.detach()
-        weight = output_weight(model).detach()
-        with torch.no_grad():
-            step = rows_per_block(x.size(0), weight.size(0), block_elements_for(x))
-            best = torch.cat([(rows @ weight.t()).argmax(1) for rows in x.split(step)])
+        best = scorer_of(model, NAME).predictions(x.detach())
         keep = target != self.padding_idx
         return (best.eq(target) & keep).sum(), keep.sum()
 
     def compute_loss(self, model, net_output, sample, reduce=True):
         """``net_output[0]`` holds the decoder's features (see ``forward``)."""
         x, target = self.scored(model, net_output, sample)
-        adaptive_softmax = getattr(model.decoder, "adaptive_softmax", None)
-        if adaptive_softmax is not None:
-            return adaptive_softmax.label_smoothed_loss(x, target, self.padding_idx, self.eps)
-        weight = output_weight(model)
-        keep, smooth = label_smoothing_weights(target != self.padding_idx, self.eps, weight.size(0))
-        loss, nll = linear_cross_entropy(x, weight, target, keep, smooth)
-        return loss, nll.sum()
+        return scorer_of(model, NAME).label_smoothed_loss(x, target, self.padding_idx, self.eps)
 
     def scored(self, model, net_output, sample):
-        """The positions the loss scores: ``N x d`` features and ``N`` targets, after ``--ignore-prefix-size``."""
+        """The positions the loss scores: ``N x m`` features and ``N`` targets, after ``--ignore-prefix-size``."""
         features, target = net_output[0], model.get_targets(sample, net_output)
         if self.ignore_prefix_size > 0:
             features, target = features[:, self.ignore_prefix_size :], target[:, self.ignore_prefix_size :]

@@ -17,28 +17,25 @@ from typing import Optional
 from fairseq.dataclass.utils import gen_parser_from_dataclass
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
-from fairseq.utils import safe_getattr
 
-from .adaptive_lm import AdaptiveDecoder
 from .. import fairseq_fixes
-from ..modules.define import DeFINE
+from ..modules.vocab_layers import build_embedder
 from .config import (
-    DEFINE_DEFAULTS,
-    DefineConfig,
     FastPathConfig,
-    default_output_to_define_width,
-    define_options,
+    TranslationDefineConfig,
+    check_dictionary_size,
+    data_of,
     fill_dataclass_defaults,
-    parse_cutoff,
-    resolve_dims,
-    validate_config,
+    keep_widths_unset,
+    task_setting,
 )
 from .config import set_defaults as _set
-from .input_layers import build_input_layer
+from .transformer_body import AdaptiveDecoder, AdaptiveEncoder
+from .vocab_flags import DEFINE_DEFAULTS, MT_DECODER, MT_ENCODER, describe
 
 
 @dataclass
-class AdaptiveTransformerConfig(DefineConfig, FastPathConfig):
+class AdaptiveTransformerConfig(TranslationDefineConfig, FastPathConfig):
     """Our flags on top of fairseq's ``transformer`` ones (``--adaptive-input`` is fairseq's flag for the decoder)."""
 
     encoder_adaptive_input: bool = field(default=False, metadata={"help": "adaptive input on the encoder side"})
@@ -51,33 +48,12 @@ class AdaptiveTransformerConfig(DefineConfig, FastPathConfig):
         default=None, metadata={"help": "band boundaries of the encoder's adaptive input (source dictionary)"}
     )
     adaptive_input_factor: float = field(default=4, metadata={"help": "adaptive input: width shrink per band"})
-    encoder_define_dim: Optional[int] = field(
-        default=None, metadata={"help": "DeFINE on the encoder side: embedding width n (unset: no DeFINE)"}
+    source_dictionary_size: Optional[int] = field(
+        default=None, metadata={"help": "set when the model is first built: the source dictionary's size"}
     )
-    decoder_define_dim: Optional[int] = field(
-        default=None,
-        metadata={"help": "DeFINE on the decoder side: embedding width n; a tied output layer then scores at n "
-                          "through an m -> n projection (unset: no DeFINE)"},
+    target_dictionary_size: Optional[int] = field(
+        default=None, metadata={"help": "set when the model is first built: the target dictionary's size"}
     )
-
-
-def _side_layer(args, side: str, dictionary):
-    """The input layer of one side (``encoder`` or ``decoder``), from the flags."""
-    adaptive = args.encoder_adaptive_input if side == "encoder" else args.adaptive_input
-    define_dim = safe_getattr(args, f"{side}_define_dim", None)
-    model_dim = getattr(args, f"{side}_embed_dim")
-    width = define_dim or (model_dim if side == "encoder" else args.decoder_input_dim)
-    cutoff = None
-    if adaptive:
-        flag = "--encoder-adaptive-input-cutoff" if side == "encoder" else "--adaptive-input-cutoff"
-        value = (args.encoder_adaptive_input_cutoff if side == "encoder" else None) or args.adaptive_input_cutoff
-        cutoff = parse_cutoff(value, flag)
-        if cutoff is None:
-            raise ValueError(f"{'--encoder-adaptive-input' if side == 'encoder' else '--adaptive-input'} needs "
-                             f"{flag} (e.g. 4000,12000; scripts/prepare_mt.py prints cutoffs for your dictionary)")
-    return build_input_layer(dictionary, width, model_dim, adaptive_cutoff=cutoff,
-                             adaptive_factor=args.adaptive_input_factor,
-                             define=define_options(args) if define_dim else None)
 
 
 @register_model("adaptive_transformer")
@@ -94,18 +70,20 @@ class AdaptiveTransformerModel(TransformerModel):
         fairseq_fixes.apply()
         _fill_defaults(args)
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
+        data = data_of(task)
+        src, tgt = task_setting(task, "source_lang") or "src", task_setting(task, "target_lang") or "tgt"
+        check_dictionary_size(args, src_dict, data, "source_dictionary_size", f"dict.{src}.txt", "--srcdict")
+        check_dictionary_size(args, tgt_dict, data, "target_dictionary_size", f"dict.{tgt}.txt", "--tgtdict")
         if args.share_all_embeddings:
             _check_share_all(args, src_dict, tgt_dict)
-            # one input layer for both sides; a full softmax shares it too (an adaptive one through --tie-adaptive-*)
-            args.share_decoder_input_output_embed = args.adaptive_softmax_cutoff is None
-        resolve_dims(args)
-        validate_config(args, len(tgt_dict))
-        encoder_embed = _side_layer(args, "encoder", src_dict)
-        decoder_embed = encoder_embed if args.share_all_embeddings else _side_layer(args, "decoder", tgt_dict)
-        encoder = cls.build_encoder(args, src_dict, encoder_embed)
-        if isinstance(encoder_embed, DeFINE):
-            encoder.embed_scale = 1.0  # DeFINE scales its own map layer (--no-scale-embedding) and ends normalised
-        decoder = AdaptiveDecoder(args, tgt_dict, decoder_embed, no_encoder_attn=args.no_cross_attention)
+        encoder_layers = describe(args, src_dict, MT_ENCODER)
+        decoder_layers = describe(args, tgt_dict, MT_DECODER)
+        encoder_embed = build_embedder(encoder_layers.input)
+        # one input layer for both sides; the output layer ties to it as the flags say
+        decoder_embed = encoder_embed if args.share_all_embeddings else build_embedder(decoder_layers.input)
+        encoder = AdaptiveEncoder(args, src_dict, encoder_embed)
+        decoder = AdaptiveDecoder(args, tgt_dict, decoder_embed, decoder_layers.output,
+                                  no_encoder_attn=args.no_cross_attention)
         return cls(args, encoder, decoder)
 
 
@@ -123,14 +101,17 @@ def _check_share_all(args, src_dict, tgt_dict) -> None:
     if args.encoder_adaptive_input_cutoff not in (None, args.adaptive_input_cutoff):
         raise ValueError("--share-all-embeddings: drop --encoder-adaptive-input-cutoff (one adaptive input serves "
                          "both sides, with --adaptive-input-cutoff)")
+    if getattr(args, "decoder_input_dim", None) not in (None, args.encoder_embed_dim):
+        raise ValueError(f"--share-all-embeddings uses one input layer for both sides, of --encoder-embed-dim "
+                         f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
 
 
 def _fill_defaults(args) -> None:
-    """fairseq's ``base_architecture`` plus our flags' defaults; a tied decoder DeFINE scores at its width n."""
+    """fairseq's ``base_architecture`` plus our flags' defaults (the input and output widths left to the
+    vocabulary description)."""
     fill_dataclass_defaults(args, AdaptiveTransformerConfig)
     _set(args, tie_adaptive_proj=False, adaptive_softmax_factor=4)  # fairseq's defaults, not set by base_architecture
-    default_output_to_define_width(args)
-    base_architecture(args)
+    keep_widths_unset(base_architecture, args)
 
 
 # ------------------------------------------------------------------------------------------------ architectures
@@ -158,7 +139,7 @@ def adaptive_transformer_small(args):
 def _define_both_sides(args):
     """DeFINE on both sides over one shared plain embedding (Mehta et al. 2020, WMT'14 En-De: n=128, k=1024, N=3)."""
     _set(args, encoder_define_dim=128, decoder_define_dim=128, share_all_embeddings=True,
-         define_expand_dim=1024, define_layers=3, define_max_groups=DEFINE_DEFAULTS["max_groups"])
+         define_expand_dim=1024, define_layers=3, define_max_groups=DEFINE_DEFAULTS.max_groups)
 
 
 @register_model_architecture("adaptive_transformer", "adaptive_transformer_wmt_en_de_define")

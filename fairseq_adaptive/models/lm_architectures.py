@@ -11,15 +11,16 @@ from fairseq.models import register_model_architecture
 from fairseq.models.transformer_lm import TransformerLanguageModelConfig, base_lm_architecture
 
 from .adaptive_lm import AdaptiveLMConfig
-from .config import AUTO, default_output_to_define_width, fill_dataclass_defaults
+from .config import fill_dataclass_defaults, keep_widths_unset
 from .config import set_defaults as _set
+from .vocab_flags import AUTO
 
 
 def _base(args) -> None:
-    """fairseq's defaults, except that a softmax tied to a DeFINE's map layer scores at its width n."""
-    default_output_to_define_width(args)
+    """fairseq's defaults, but the input and output widths left to the vocabulary description when unset (a softmax
+    tied to a DeFINE's map table scores at its width n)."""
     fill_dataclass_defaults(args, AdaptiveLMConfig, (TransformerLanguageModelConfig,))
-    base_lm_architecture(args)
+    keep_widths_unset(base_lm_architecture, args)
 
 
 def _tied_adaptive(args, cutoff: str, factor: float, tie_proj: bool = True) -> None:
@@ -181,18 +182,112 @@ def _define_wiki103(args, define_dim: int, adaptive: bool, layers: int = 3, expa
     _base(args)
 
 
-def _register(name: str, **kwargs) -> None:
-    register_model_architecture("adaptive_lm", name)(lambda args: _define_wiki103(args, **kwargs))
+# Table 2 of Mehta et al. 2020: n in {64, 128, 256, 384}, DeFINE over an adaptive input (tied adaptive softmax) ...
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_n64")
+def adaptive_lm_wiki103_define_n64(args):
+    """Table 2, adaptive input + DeFINE, n=64."""
+    _define_wiki103(args, define_dim=64, adaptive=True)
 
 
-# Table 2: n in {64, 128, 256, 384}, on an adaptive input (tied adaptive softmax) or a plain embedding (tied softmax)
-for _n in (64, 128, 256, 384):
-    _register(f"adaptive_lm_wiki103_define_n{_n}", define_dim=_n, adaptive=True)
-    _register(f"adaptive_lm_wiki103_define_std_n{_n}", define_dim=_n, adaptive=False)
-# Table 5: depth N in {3, 7, 11} and width k in {1024, 1536, 2048} (adaptive input, n = 128)
-for _layers in (3, 7, 11):
-    for _k in (1024, 1536, 2048):
-        _register(f"adaptive_lm_wiki103_define_N{_layers}_k{_k}", define_dim=128, adaptive=True, layers=_layers,
-                  expand_dim=_k)
-# the paper's headline WikiText-103 block: n=128, the 1.92M-parameter DeFINE
-_register("adaptive_lm_wiki103_define", define_dim=128, adaptive=True)
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_n128")
+def adaptive_lm_wiki103_define_n128(args):
+    """Table 2, adaptive input + DeFINE, n=128."""
+    _define_wiki103(args, define_dim=128, adaptive=True)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_n256")
+def adaptive_lm_wiki103_define_n256(args):
+    """Table 2, adaptive input + DeFINE, n=256."""
+    _define_wiki103(args, define_dim=256, adaptive=True)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_n384")
+def adaptive_lm_wiki103_define_n384(args):
+    """Table 2, adaptive input + DeFINE, n=384."""
+    _define_wiki103(args, define_dim=384, adaptive=True)
+
+
+# ... and over a plain V x n table (full softmax tied to it)
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_std_n64")
+def adaptive_lm_wiki103_define_std_n64(args):
+    """Table 2, standard embedding + DeFINE, n=64."""
+    _define_wiki103(args, define_dim=64, adaptive=False)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_std_n128")
+def adaptive_lm_wiki103_define_std_n128(args):
+    """Table 2, standard embedding + DeFINE, n=128."""
+    _define_wiki103(args, define_dim=128, adaptive=False)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_std_n256")
+def adaptive_lm_wiki103_define_std_n256(args):
+    """Table 2, standard embedding + DeFINE, n=256."""
+    _define_wiki103(args, define_dim=256, adaptive=False)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_std_n384")
+def adaptive_lm_wiki103_define_std_n384(args):
+    """Table 2, standard embedding + DeFINE, n=384."""
+    _define_wiki103(args, define_dim=384, adaptive=False)
+
+
+# Table 5 of Mehta et al. 2020: depth N in {3, 7, 11} and width k in {1024, 1536, 2048}, adaptive input, n = 128
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N3_k1024")
+def adaptive_lm_wiki103_define_N3_k1024(args):
+    """Table 5, N=3, k=1024."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=3, expand_dim=1024)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N3_k1536")
+def adaptive_lm_wiki103_define_N3_k1536(args):
+    """Table 5, N=3, k=1536."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=3, expand_dim=1536)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N3_k2048")
+def adaptive_lm_wiki103_define_N3_k2048(args):
+    """Table 5, N=3, k=2048."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=3, expand_dim=2048)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N7_k1024")
+def adaptive_lm_wiki103_define_N7_k1024(args):
+    """Table 5, N=7, k=1024."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=7, expand_dim=1024)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N7_k1536")
+def adaptive_lm_wiki103_define_N7_k1536(args):
+    """Table 5, N=7, k=1536."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=7, expand_dim=1536)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N7_k2048")
+def adaptive_lm_wiki103_define_N7_k2048(args):
+    """Table 5, N=7, k=2048."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=7, expand_dim=2048)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N11_k1024")
+def adaptive_lm_wiki103_define_N11_k1024(args):
+    """Table 5, N=11, k=1024."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=11, expand_dim=1024)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N11_k1536")
+def adaptive_lm_wiki103_define_N11_k1536(args):
+    """Table 5, N=11, k=1536."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=11, expand_dim=1536)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define_N11_k2048")
+def adaptive_lm_wiki103_define_N11_k2048(args):
+    """Table 5, N=11, k=2048."""
+    _define_wiki103(args, define_dim=128, adaptive=True, layers=11, expand_dim=2048)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_define")
+def adaptive_lm_wiki103_define(args):
+    """The paper's headline WikiText-103 setting: adaptive input + DeFINE with n=128, N=3, k=4096 (Table 2)."""
+    _define_wiki103(args, define_dim=128, adaptive=True)

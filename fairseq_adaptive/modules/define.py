@@ -44,6 +44,26 @@ CONNECTIONS = ("mixer", "concat", "none")
 
 
 @dataclass(frozen=True)
+class DefineOptions:
+    """Everything of a DeFINE unit but its widths n (in) and m (out), with the released unit's defaults (the one place
+    they are written: the command-line flags take theirs from here)."""
+
+    expand_dim: int = 1024  # k, the widest grouped layer
+    n_layers: int = 3  # N
+    max_groups: int = 8  # DExTraUnit's default
+    proj_dim: Optional[int] = None  # d; None: m / 2
+    transform: str = "hgt"  # one of TRANSFORMS
+    connection: str = "mixer"  # one of CONNECTIONS
+    activation: str = "swish"
+    dropout: float = 0.1
+    embed_dropout: float = 0.1  # the released DEFAULT_DROPOUT
+    cache: bool = False  # eval mode: look tokens up in a V x m table computed once
+
+    def projected_width(self, output_dim: int) -> int:
+        return self.proj_dim or output_dim // 2
+
+
+@dataclass(frozen=True)
 class LayerSpec:
     """One grouped layer: ``in_dim -> out_dim`` in ``groups`` independent blocks."""
 
@@ -75,6 +95,12 @@ def group_schedule(transform: str, n_layers: int, max_groups: int) -> List[int]:
     raise ValueError(f"--define-transform={transform!r}: choose one of {', '.join(TRANSFORMS)}")
 
 
+def linked_width(proj_dim: int, connection: str) -> int:
+    """How much of the projected input x each layer after the first (and the output layer) reads besides its own
+    input: all of it (mixer, concat), or nothing (none)."""
+    return proj_dim if connection != "none" else 0
+
+
 def define_layout(
     proj_dim: int,
     expand_dim: int,
@@ -104,7 +130,7 @@ def define_layout(
         step = max(groups[i], groups[i + 1], 8)  # split evenly by this layer and the next (and by 8, tensor cores)
         widths.append(math.ceil(w / step) * step)
     widths.append(output_dim)
-    skip = proj_dim if connection != "none" else 0
+    skip = linked_width(proj_dim, connection)
     layout = [LayerSpec(proj_dim if i == 0 else widths[i - 1] + skip, widths[i], groups[i]) for i in range(n_layers)]
     for i, spec in enumerate(layout):
         split = [proj_dim] if i == 0 or connection == "mixer" else []
@@ -216,38 +242,30 @@ class DeFINE(nn.Module):
         self,
         embedding: nn.Module,
         input_dim: int,
-        expand_dim: int,
         output_dim: int,
-        n_layers: int = 3,
-        max_groups: int = 8,
-        proj_dim: Optional[int] = None,
-        transform: str = "hgt",
-        connection: str = "mixer",
-        activation: str = "swish",
-        dropout: float = 0.1,
+        options: DefineOptions = DefineOptions(),
         embed_scale: float = 1.0,
-        embed_dropout: float = 0.1,
-        cache: bool = False,
     ):
         super().__init__()
-        proj_dim = proj_dim or output_dim // 2
+        o = options
+        proj_dim = o.projected_width(output_dim)
         self.map = embedding
         self.input_dim = input_dim
         self.proj_dim = proj_dim
-        self.embedding_dim = output_dim  # fairseq's decoder reads these two
+        self.embedding_dim = output_dim
         self.padding_idx = embedding.padding_idx
         self.embed_scale = embed_scale
-        self.embed_dropout = embed_dropout
-        self.connection = connection
-        self.layout = define_layout(proj_dim, expand_dim, output_dim, n_layers, max_groups, transform, connection)
-        self.input_layer = GroupLinear(input_dim, proj_dim, 1, activation, dropout)
+        self.embed_dropout = o.embed_dropout
+        self.connection = o.connection
+        self.layout = define_layout(proj_dim, o.expand_dim, output_dim, o.n_layers, o.max_groups, o.transform,
+                                    o.connection)
+        self.input_layer = GroupLinear(input_dim, proj_dim, 1, o.activation, o.dropout)
         self.layers = nn.ModuleList(
-            GroupLinear(s.in_dim, s.out_dim, s.groups, activation, dropout, shuffle=transform == "glt_shuffle")
+            GroupLinear(s.in_dim, s.out_dim, s.groups, o.activation, o.dropout, shuffle=o.transform == "glt_shuffle")
             for s in self.layout
         )
-        reads_input = proj_dim if connection != "none" else 0
-        self.output_layer = GroupLinear(reads_input + output_dim, output_dim, 1, activation, dropout)
-        self.cache = cache
+        self.output_layer = GroupLinear(linked_width(proj_dim, o.connection) + output_dim, output_dim, 1, o.activation, o.dropout)
+        self.cache = o.cache
         self.clear_cache()
 
     def block_parameters(self) -> int:

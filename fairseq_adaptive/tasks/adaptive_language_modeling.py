@@ -16,8 +16,8 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
-from ..models.config import AUTO, check_dictionary_size, data_of, parse_cutoff
-from ..modules.adaptive_input import check_cutoff
+from ..models.config import check_dictionary_size, data_of
+from ..models.vocab_flags import LM, check_frequency_sorted, describe, is_auto
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +25,6 @@ logger = logging.getLogger(__name__)
 def word_counts(dictionary: Dictionary) -> List[int]:
     """Counts of the regular entries (after the special symbols), in dictionary order."""
     return [int(c) for c in dictionary.count[dictionary.nspecial :]]
-
-
-def check_frequency_sorted(dictionary: Dictionary, path: str = "dict.txt") -> None:
-    counts = word_counts(dictionary)
-    for i in range(1, len(counts)):
-        if counts[i] > counts[i - 1]:
-            k = dictionary.nspecial + i
-            raise ValueError(
-                f"the dictionary ({path}) is not sorted by frequency: entry {k} '{dictionary[k]}' has count "
-                f"{counts[i]} > {counts[i - 1]} of entry {k - 1} '{dictionary[k - 1]}'. Adaptive bands are index "
-                f"ranges, so rebuild it with fairseq-preprocess (without --srcdict), or sort dict.txt by count"
-            )
 
 
 def band_fractions(dictionary: Dictionary, cutoff: Sequence[int]) -> List[float]:
@@ -48,18 +36,21 @@ def band_fractions(dictionary: Dictionary, cutoff: Sequence[int]) -> List[float]
 
 
 def parse_coverage(value) -> List[float]:
+    """``--cutoff-coverage``, checked whether or not cutoffs are derived (a typo should not wait for ``auto``)."""
     try:
-        return [float(c) for c in str(value).split(",")]
+        coverage = [float(c) for c in str(value).split(",")]
     except ValueError:
         raise ValueError(f"--cutoff-coverage={value!r} is not a comma-separated list of fractions, e.g. 0.9,0.98") from None
+    if not coverage or any(not 0.0 < c < 1.0 for c in coverage) or coverage != sorted(set(coverage)):
+        raise ValueError(f"--cutoff-coverage={value} must be increasing fractions in (0, 1), e.g. 0.9,0.98")
+    return coverage
 
 
 def derive_cutoffs(dictionary: Dictionary, coverage: Sequence[float], multiple: int = 8) -> List[int]:
     """Band boundaries from coverage targets: boundary ``j`` is the smallest dictionary index whose head covers
     ``coverage[j]`` of the training tokens, rounded up to a multiple of ``multiple`` (tensor-core friendly
-    shapes); boundaries that collide or reach the dictionary size are dropped."""
-    if not coverage or any(not 0.0 < c < 1.0 for c in coverage) or list(coverage) != sorted(set(coverage)):
-        raise ValueError(f"--cutoff-coverage={coverage} must be increasing fractions in (0, 1), e.g. 0.9,0.98")
+    shapes). Targets that give the same boundary, or one at the dictionary's end, are an error: each target asks for
+    a band."""
     counts = word_counts(dictionary)
     total = sum(counts)
     if total <= 0:
@@ -71,13 +62,18 @@ def derive_cutoffs(dictionary: Dictionary, coverage: Sequence[float], multiple: 
             seen += counts[j]
             j += 1
         boundary = -(-(dictionary.nspecial + j) // multiple) * multiple
-        if boundary < len(dictionary) and (not cutoffs or boundary > cutoffs[-1]):
-            cutoffs.append(boundary)
-    if not cutoffs:
-        raise ValueError(
-            f"--cutoff-coverage={','.join(map(str, coverage))} leaves no band boundary below the dictionary size "
-            f"{len(dictionary)}: lower the coverage targets or give explicit cutoffs"
-        )
+        if boundary >= len(dictionary):
+            raise ValueError(
+                f"--cutoff-coverage target {target} puts a band boundary at {boundary}, past the last word of the "
+                f"{len(dictionary)}-entry dictionary: lower the target or drop it"
+            )
+        if cutoffs and boundary <= cutoffs[-1]:
+            raise ValueError(
+                f"--cutoff-coverage={','.join(map(str, coverage))}: target {target} gives the same band boundary "
+                f"({boundary}, words rounded up to a multiple of {multiple}) as the target before it, so one band "
+                f"would be empty: choose targets further apart, or fewer"
+            )
+        cutoffs.append(boundary)
     return cutoffs
 
 
@@ -96,6 +92,7 @@ class AdaptiveLanguageModelingConfig(LanguageModelingConfig):
 class AdaptiveLanguageModelingTask(LanguageModelingTask):
     def __init__(self, args, dictionary, output_dictionary=None, targets=None):
         fairseq_fixes.apply()
+        parse_coverage(args.cutoff_coverage)
         super().__init__(args, dictionary, output_dictionary, targets)
 
     def build_model(self, args, from_checkpoint=False):
@@ -105,28 +102,21 @@ class AdaptiveLanguageModelingTask(LanguageModelingTask):
         return super().build_model(args, from_checkpoint)
 
     def resolve_cutoffs(self, args, dictionary: Dictionary) -> None:
-        """Replace ``auto`` cutoffs in the model config (in place, so checkpoints store the numbers)."""
-        names = [n for n in ("adaptive_input_cutoff", "adaptive_softmax_cutoff") if safe_getattr(args, n) is not None]
+        """Replace ``auto`` cutoffs in the model config (in place, so checkpoints store the numbers), then log the
+        share of training tokens in each band of the (checked) description."""
+        names = [n for n in ("adaptive_input_cutoff", "adaptive_softmax_cutoff") if is_auto(safe_getattr(args, n))]
         if safe_getattr(args, "adaptive_input", False) and safe_getattr(args, "adaptive_input_cutoff") is None:
             names.append("adaptive_input_cutoff")
-            args.adaptive_input_cutoff = AUTO
-        if not names:
-            return
-        check_frequency_sorted(dictionary)
-        derived = None
-        for name in names:
-            if str(getattr(args, name)).strip() == AUTO:
-                if derived is None:
-                    coverage = parse_coverage(self.args.cutoff_coverage)
-                    derived = derive_cutoffs(dictionary, coverage)
-                    logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
+        if names:
+            check_frequency_sorted(dictionary)
+            coverage = parse_coverage(self.args.cutoff_coverage)
+            derived = derive_cutoffs(dictionary, coverage)
+            logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
+            for name in names:
                 setattr(args, name, ",".join(map(str, derived)))
-        for name in names:
-            flag = "--" + name.replace("_", "-")
-            cutoff = check_cutoff(parse_cutoff(getattr(args, name), flag), len(dictionary), flag)[:-1]
-            fractions = band_fractions(dictionary, cutoff)
-            logger.info(
-                f"{name}={','.join(map(str, cutoff))}: fraction of training tokens per band "
-                + " / ".join(f"{f:.4f}" for f in fractions)
-            )
-
+        layers = describe(args, dictionary, LM)
+        for name, spec in (("adaptive_input_cutoff", layers.input), ("adaptive_softmax_cutoff", layers.output)):
+            if spec.cutoff is not None:
+                fractions = band_fractions(dictionary, spec.cutoff)
+                logger.info(f"{name}={','.join(map(str, spec.cutoff))}: fraction of training tokens per band "
+                            + " / ".join(f"{f:.4f}" for f in fractions))

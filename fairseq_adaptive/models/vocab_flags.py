@@ -1,0 +1,220 @@
+"""Flags and dictionary -> the typed description of one side's vocabulary layers (``modules/vocab_layers.py``).
+
+:func:`describe` is the one place that reads ``--adaptive-input*``, ``--adaptive-softmax-*``, ``--define-*``, the tying
+flags and the input/output widths, and the one place that checks them together: every message names the flag of the
+side being described (``--encoder-adaptive-input-cutoff`` for a translation encoder, ``--decoder-define-dim`` for its
+decoder, ``--define-dim`` for a language model), the value, and the fix. Modules keep their own invariants only.
+"""
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from fairseq.utils import safe_getattr
+
+from ..modules.adaptive_input import band_dims, check_cutoff
+from ..modules.define import ACTIVATIONS, CONNECTIONS, TRANSFORMS, DefineOptions, define_layout
+from ..modules.vocab_layers import TIE_ALL, TIE_NONE, TIE_WEIGHTS, InputSpec, OutputSpec
+
+AUTO = "auto"
+DEFINE_DEFAULTS = DefineOptions()
+
+
+@dataclass(frozen=True)
+class Side:
+    """The flags (attribute names) that describe one side, and how that side gets cutoffs."""
+
+    adaptive_input: str
+    cutoffs: Tuple[str, ...]  # read in order: the first one set wins
+    define_dim: str
+    model_dim: str
+    input_dim: Optional[str]
+    scores: bool  # a decoder: it has an output layer
+    cutoff_hint: str
+
+
+LM = Side("adaptive_input", ("adaptive_input_cutoff",), "define_dim", "decoder_embed_dim", "decoder_input_dim", True,
+          "e.g. 20000,60000, or auto with --task adaptive_language_modeling (see --cutoff-coverage)")
+_MT_HINT = "e.g. 4000,12000: scripts/prepare_mt.py writes cutoffs for your dictionary to cutoffs.txt"
+MT_ENCODER = Side("encoder_adaptive_input", ("encoder_adaptive_input_cutoff", "adaptive_input_cutoff"),
+                  "encoder_define_dim", "encoder_embed_dim", None, False, _MT_HINT)
+MT_DECODER = Side("adaptive_input", ("adaptive_input_cutoff",), "decoder_define_dim", "decoder_embed_dim",
+                  "decoder_input_dim", True, _MT_HINT)
+
+
+@dataclass(frozen=True)
+class VocabLayers:
+    input: InputSpec
+    output: Optional[OutputSpec]
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def is_auto(value) -> bool:
+    return isinstance(value, str) and value.strip() == AUTO
+
+
+def parse_cutoff(value, name: str, hint: str) -> Optional[List[int]]:
+    """``"20000,60000"`` (or a list) -> ``[20000, 60000]``; ``None``/empty -> ``None``."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    if is_auto(value):
+        raise ValueError(f"{flag(name)}=auto needs the dictionary's counts, which only --task "
+                         f"adaptive_language_modeling derives cutoffs from: give explicit cutoffs ({hint})")
+    items = value.strip().strip("[]()").split(",") if isinstance(value, str) else list(value)
+    try:
+        return [int(str(x).strip()) for x in items if str(x).strip()]
+    except ValueError:
+        raise ValueError(f"{flag(name)}={value!r} is not a comma-separated list of integers ({hint})") from None
+
+
+def _get(args, name: str, default=None):
+    return safe_getattr(args, name, default)
+
+
+def _fraction(args, name: str, default: float) -> float:
+    value = _get(args, name, default)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{flag(name)}={value} must lie in [0, 1): it is a dropout probability")
+    return value
+
+
+def define_options(args) -> DefineOptions:
+    """DeFINE's options from the ``--define-*`` flags (the released unit's defaults where absent), checked."""
+    d = DEFINE_DEFAULTS
+    options = DefineOptions(
+        expand_dim=_get(args, "define_expand_dim", d.expand_dim),
+        n_layers=_get(args, "define_layers", d.n_layers),
+        max_groups=_get(args, "define_max_groups", d.max_groups),
+        proj_dim=_get(args, "define_proj_dim", d.proj_dim),
+        transform=_get(args, "define_transform", d.transform),
+        connection=_get(args, "define_connection", d.connection),
+        activation=_get(args, "define_activation", d.activation),
+        dropout=_fraction(args, "define_dropout", d.dropout),
+        embed_dropout=_fraction(args, "define_embed_dropout", d.embed_dropout),
+        cache=bool(_get(args, "define_cache", d.cache)),
+    )
+    for name, value, choices in (("define_transform", options.transform, TRANSFORMS),
+                                 ("define_connection", options.connection, CONNECTIONS),
+                                 ("define_activation", options.activation, tuple(ACTIVATIONS))):
+        if value not in choices:
+            raise ValueError(f"{flag(name)}={value!r}: choose one of {', '.join(choices)}")
+    if options.proj_dim is not None and options.proj_dim <= 0:
+        raise ValueError(f"--define-proj-dim={options.proj_dim} must be positive (unset: the model width / 2)")
+    return options
+
+
+def _define(args, side: Side, width: int, model_dim: int) -> DefineOptions:
+    options = define_options(args)
+    if options.expand_dim < width:
+        raise ValueError(
+            f"--define-expand-dim={options.expand_dim} is narrower than {flag(side.define_dim)}={width}: DeFINE "
+            f"expands the n-wide embedding to k, so k must be at least n (the paper: n=128, k=1024 or 4096)"
+        )
+    # the unit's own layout checks (group counts that split every width, k at least d), before anything is built
+    define_layout(options.projected_width(model_dim), options.expand_dim, model_dim, options.n_layers,
+                  options.max_groups, options.transform, options.connection)
+    return options
+
+
+def check_frequency_sorted(dictionary, what: str = "dict.txt") -> None:
+    """Adaptive bands are ranges of dictionary indices: the dictionary must list words by decreasing count."""
+    counts = [int(c) for c in dictionary.count[dictionary.nspecial:]]
+    for i in range(1, len(counts)):
+        if counts[i] > counts[i - 1]:
+            k = dictionary.nspecial + i
+            raise ValueError(
+                f"the dictionary ({what}) is not sorted by frequency: entry {k} '{dictionary[k]}' has count "
+                f"{counts[i]} > {counts[i - 1]} of entry {k - 1} '{dictionary[k - 1]}'. Adaptive bands are index "
+                f"ranges, so rebuild it with fairseq-preprocess (without --srcdict), or sort dict.txt by count"
+            )
+
+
+def describe(args, dictionary, side: Side = LM, tied_input: Optional[InputSpec] = None) -> VocabLayers:
+    """One side's vocabulary layers from the flags and the dictionary, validated. ``tied_input``: the input layer
+    this side's output is tied to when it is another side's (one shared layer, ``--share-all-embeddings``)."""
+    vocab = len(dictionary)
+    model_dim = _get(args, side.model_dim)
+    raw_define = _get(args, side.define_dim)
+    if raw_define is not None and raw_define < 0:
+        raise ValueError(f"{flag(side.define_dim)}={raw_define} must be positive: the width n of the embedding that "
+                         f"DeFINE expands (0 or unset: no DeFINE)")
+    define_dim = raw_define or None
+    adaptive = bool(_get(args, side.adaptive_input, False))
+    input_dim = _get(args, side.input_dim) if side.input_dim else None
+    if define_dim is not None and input_dim not in (None, model_dim):
+        raise ValueError(
+            f"{flag(side.input_dim)}={input_dim} has no meaning with {flag(side.define_dim)}: DeFINE maps tokens to "
+            f"{flag(side.define_dim)} and reduces them to {flag(side.model_dim)}; drop {flag(side.input_dim)}"
+        )
+    width = define_dim or input_dim or model_dim
+
+    cutoff = None
+    if adaptive:
+        name = next((n for n in side.cutoffs if _get(args, n) not in (None, "")), side.cutoffs[0])
+        cutoff = parse_cutoff(_get(args, name), name, side.cutoff_hint)
+        if cutoff is None:
+            raise ValueError(f"{flag(side.adaptive_input)} needs {' or '.join(map(flag, side.cutoffs))} "
+                             f"({side.cutoff_hint})")
+        check_cutoff(cutoff, vocab, flag(name))
+        band_dims(width, _get(args, "adaptive_input_factor"), len(cutoff) + 1, "--adaptive-input-factor")
+    define = _define(args, side, width, model_dim) if define_dim is not None else None
+    spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None,
+                     _get(args, "adaptive_input_factor", 4.0), define,
+                     not _get(args, "no_scale_embedding", False))
+    output = _describe_output(args, vocab, side, tied_input or spec, model_dim) if side.scores else None
+    if spec.adaptive or (output is not None and output.adaptive):
+        check_frequency_sorted(dictionary)
+    return VocabLayers(spec, output)
+
+
+def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim: int) -> OutputSpec:
+    hint = side.cutoff_hint.replace("20000,60000", "20000,60000 as --adaptive-input-cutoff")
+    cutoff = parse_cutoff(_get(args, "adaptive_softmax_cutoff"), "adaptive_softmax_cutoff", hint)
+    tie_weights = bool(_get(args, "tie_adaptive_weights", False))
+    tie_proj = bool(_get(args, "tie_adaptive_proj", False))
+    share = bool(_get(args, "share_decoder_input_output_embed", False))
+    if (_get(args, "adaptive_softmax_chunk") or 0) > 0:
+        raise ValueError(
+            f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
+            f"block by block through one engine, which bounds memory without it; drop the flag"
+        )
+    dropout = _fraction(args, "adaptive_softmax_dropout", 0.0)
+    factor = _get(args, "adaptive_softmax_factor", 4.0)
+    if tie_proj and not tie_weights:
+        raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights")
+    if cutoff is not None:
+        check_cutoff(cutoff, vocab, "--adaptive-softmax-cutoff")
+        if share:
+            raise ValueError("--share-decoder-input-output-embed ties a full softmax to a plain embedding; with an "
+                             "adaptive softmax use --tie-adaptive-weights instead")
+    # a full softmax shares the one input layer of --share-all-embeddings (translation)
+    share = share or (cutoff is None and bool(_get(args, "share_all_embeddings", False)))
+    if share and tied_to.adaptive:
+        raise ValueError("--share-decoder-input-output-embed ties a full softmax to a plain embedding; with adaptive "
+                         "input add --adaptive-softmax-cutoff (equal to the input's) and --tie-adaptive-weights")
+    tie = (TIE_ALL if tie_proj else TIE_WEIGHTS) if tie_weights else (TIE_WEIGHTS if share else TIE_NONE)
+    # a tied output layer scores at the width of what it shares: the plain table's, n under DeFINE (through an m -> n
+    # projection), m for an adaptive input's projections; untied, at the model width unless --decoder-output-dim
+    shared = tied_to.width if tied_to.define is not None or not tied_to.adaptive else tied_to.model_dim
+    width = _get(args, "decoder_output_dim") or (shared if tie != TIE_NONE else model_dim)
+    if cutoff is not None:
+        band_dims(width, factor, len(cutoff) + 1, "--adaptive-softmax-factor")
+    if tie_weights:
+        if cutoff is None or not tied_to.adaptive:
+            raise ValueError("--tie-adaptive-weights ties the adaptive softmax to the adaptive input: it needs both "
+                             f"{flag(side.adaptive_input)} and --adaptive-softmax-cutoff")
+        if list(cutoff) != list(tied_to.cutoff):
+            raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-cutoff ({','.join(map(str, cutoff))}) "
+                             f"equal to --adaptive-input-cutoff ({','.join(map(str, tied_to.cutoff))})")
+        if tied_to.factor != factor:
+            raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-factor ({factor}) equal to "
+                             f"--adaptive-input-factor ({tied_to.factor})")
+    if tie != TIE_NONE and width != shared:
+        source = flag(side.define_dim) if tied_to.define is not None else (
+            flag(side.model_dim) if tied_to.adaptive else flag(side.input_dim or side.model_dim))
+        tie_flag = "--tie-adaptive-weights" if tie_weights else "--share-decoder-input-output-embed"
+        raise ValueError(f"{tie_flag} shares an input table that ends at {source} ({shared}): "
+                         f"--decoder-output-dim ({width}) must equal it")
+    return OutputSpec(vocab, model_dim, width, tuple(cutoff) if cutoff else None, factor, dropout, tie)

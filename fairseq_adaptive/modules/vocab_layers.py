@@ -1,0 +1,204 @@
+"""The vocabulary layers every body takes, in pure torch: a typed description of each side (:class:`InputSpec`,
+:class:`OutputSpec`), one factory that turns them into an :class:`Embedder` (tokens -> model width) and a
+:class:`Scorer` (model-width features -> losses, target scores, the whole distribution), and the map from earlier
+checkpoints' parameter names to theirs.
+
+A body (the Transformer decoder and encoder today) calls :func:`build_embedder` before its own layers and
+:func:`build_scorer` after them, so that a seed initialises a model as it always has; it never needs to know which
+input or output layer it holds. Tying happens here, once, where both parts exist:
+
+- ``tie="weights"`` with an adaptive softmax: its head and tail word tables are the adaptive input's band tables
+  (Baevski & Auli 2019, https://arxiv.org/abs/1809.10853, ADP-T); ``"weights+proj"`` shares the tail projections too;
+- ``tie="weights"`` with a full softmax: its ``V x n`` weight is the plain input table (under DeFINE: its map table).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .adaptive_input import AdaptiveInput
+from .adaptive_softmax import AdaptiveSoftmax
+from .define import DeFINE, DefineOptions
+from .full_softmax import FullSoftmax
+from .linear_cross_entropy import block_elements_for, rows_per_block
+
+TIE_NONE, TIE_WEIGHTS, TIE_ALL = "none", "weights", "weights+proj"
+TIES = (TIE_NONE, TIE_WEIGHTS, TIE_ALL)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """tokens -> ``model_dim`` (m): a plain ``V x width`` table or an adaptive input whose first band is ``width`` wide
+    (``cutoff``: band boundaries, each band ``factor`` times narrower), optionally expanded and reduced by DeFINE from
+    ``width`` (its n) to m. Without DeFINE the output is scaled by sqrt(m) (fairseq's embedding scale) and a plain
+    table narrower than m is projected to it; under DeFINE a plain table is scaled by sqrt(n) and DeFINE's output is
+    not (the released wiring). ``scale_embedding=False`` (``--no-scale-embedding``) drops both scales."""
+
+    vocab_size: int
+    padding_idx: int
+    model_dim: int
+    width: int
+    cutoff: Optional[Tuple[int, ...]] = None
+    factor: float = 4.0
+    define: Optional[DefineOptions] = None
+    scale_embedding: bool = True
+
+    @property
+    def adaptive(self) -> bool:
+        return self.cutoff is not None
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """``model_dim`` features -> scores over the vocabulary: an m -> ``width`` projection when they differ, then a full
+    softmax (``cutoff`` None) or an adaptive softmax with clusters at ``cutoff`` shrinking by ``factor``, tail
+    ``dropout``, tied to the input layer as ``tie`` says (see the module docstring)."""
+
+    vocab_size: int
+    model_dim: int
+    width: int
+    cutoff: Optional[Tuple[int, ...]] = None
+    factor: float = 4.0
+    dropout: float = 0.0
+    tie: str = TIE_NONE
+
+    @property
+    def adaptive(self) -> bool:
+        return self.cutoff is not None
+
+
+def _linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A bias-free projection with fairseq's initialisation (Xavier-uniform)."""
+    layer = nn.Linear(in_dim, out_dim, bias=False)
+    nn.init.xavier_uniform_(layer.weight)
+    return layer
+
+
+class Embedder(nn.Module):
+    """``tokens`` (any shape S) -> ``S x model_dim``: the input layer an :class:`InputSpec` describes, its scale and its
+    projection included. With DeFINE's ``cache`` option, eval mode looks tokens up in DeFINE's ``V x m`` table."""
+
+    def __init__(self, spec: InputSpec, embedding: nn.Module, scale: float, project: Optional[nn.Linear]):
+        super().__init__()
+        self.spec = spec
+        self.embedding = embedding
+        self.project = project
+        self.scale = scale
+        self.embedding_dim = spec.model_dim  # what fairseq's encoder and decoder read
+        self.padding_idx = spec.padding_idx
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embedding(tokens)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return x if self.project is None else self.project(x)
+
+    def token_table(self) -> nn.Module:
+        """The module indexed by token ids: the ``V x n`` table or the adaptive input (under DeFINE, its map)."""
+        return self.embedding.map if self.spec.define is not None else self.embedding
+
+    def define_parameters(self) -> int:
+        """Parameters of the DeFINE unit without its map table (the papers' "DeFINE" count); 0 without DeFINE."""
+        return self.embedding.block_parameters() if self.spec.define is not None else 0
+
+
+def build_embedder(spec: InputSpec) -> Embedder:
+    m, n = spec.model_dim, spec.width
+    if spec.adaptive:
+        # without DeFINE the bands project to m themselves; under DeFINE to n, where DeFINE starts
+        table = AdaptiveInput(spec.vocab_size, spec.padding_idx, n, spec.factor, n if spec.define else m, spec.cutoff)
+    else:
+        table = nn.Embedding(spec.vocab_size, n, padding_idx=spec.padding_idx)
+        nn.init.normal_(table.weight, mean=0, std=n**-0.5)  # fairseq's Embedding
+        nn.init.constant_(table.weight[spec.padding_idx], 0)
+    if spec.define is not None:
+        map_scale = math.sqrt(n) if spec.scale_embedding and not spec.adaptive else 1.0
+        return Embedder(spec, DeFINE(table, n, m, spec.define, embed_scale=map_scale), 1.0, None)
+    project = _linear(n, m) if not spec.adaptive and n != m else None
+    return Embedder(spec, table, math.sqrt(m) if spec.scale_embedding else 1.0, project)
+
+
+class Scorer(nn.Module):
+    """``... x model_dim`` features -> the output layer an :class:`OutputSpec` describes: its projection to the
+    softmax width, then a :class:`FullSoftmax` or an :class:`AdaptiveSoftmax` (same interface). Every loss and target
+    score runs block by block through the engine (``linear_cross_entropy``)."""
+
+    def __init__(self, spec: OutputSpec, softmax: nn.Module, project: Optional[nn.Linear], project_first: bool):
+        super().__init__()
+        self.spec = spec
+        # registration order is the order of model.parameters(), to which fairseq matches a checkpoint's optimizer
+        # state by position: earlier versions registered a tied adaptive softmax before its projection
+        if project_first:
+            self.project = project
+            self.softmax = softmax
+        else:
+            self.softmax = softmax
+            self.project = project
+        self.vocab_size = spec.vocab_size
+
+    def features(self, x: Tensor) -> Tensor:
+        return x if self.project is None else self.project(x)
+
+    def loss(self, x: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Summed fp32 NLL, and per cluster (head first; one entry for a full softmax) the loss sums and counts."""
+        return self.softmax.loss(self.features(x), target, ignore_index)
+
+    def label_smoothed_loss(self, x: Tensor, target: Tensor, ignore_index: int, epsilon: float) -> Tuple[Tensor, Tensor]:
+        """fairseq's label-smoothed loss and the NLL of the kept targets, both summed in fp32."""
+        return self.softmax.label_smoothed_loss(self.features(x), target, ignore_index, epsilon)
+
+    def target_log_prob(self, x: Tensor, target: Tensor) -> Tensor:
+        """``... x m, ... -> ...``: log p(target) alone (eval-lm, ``--score-reference``), without gradient."""
+        return self.softmax.target_log_prob(self.features(x), target)
+
+    def log_probs(self, x: Tensor) -> Tensor:
+        """``... x m -> ... x V``: the whole distribution (generation)."""
+        return self.softmax.get_log_prob(self.features(x))
+
+    def predictions(self, x: Tensor) -> Tensor:
+        """``N x m -> N``: the most probable word of each row, a block of rows at a time (accuracy)."""
+        with torch.no_grad():
+            step = rows_per_block(x.size(0), self.vocab_size, block_elements_for(x))
+            return torch.cat([self.log_probs(rows).argmax(-1) for rows in x.split(step)])
+
+    def cluster_count(self) -> int:
+        return self.softmax.n_clusters + 1
+
+
+def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Scorer:
+    """The output layer of ``spec``, tied to ``embedder``'s table as ``spec.tie`` says (build it after the body)."""
+    table = embedder.token_table() if spec.tie != TIE_NONE else None
+    project = _linear(spec.model_dim, spec.width) if spec.width != spec.model_dim else None
+    if spec.adaptive:
+        softmax = AdaptiveSoftmax(spec.vocab_size, spec.width, spec.cutoff, dropout=spec.dropout, factor=spec.factor,
+                                  adaptive_input=table, tie_proj=spec.tie == TIE_ALL)
+    else:
+        softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None)
+    return Scorer(spec, softmax, project, project_first=not (spec.adaptive and spec.tie != TIE_NONE))
+
+
+# ------------------------------------------------------------------------------------------ earlier checkpoints
+_EARLIER_OUTPUT = {"adaptive_softmax.": "scorer.softmax.", "output_projection.": "scorer.softmax.",
+                   "project_out_dim.": "scorer.project."}
+
+
+def upgrade_state_dict(state_dict: Dict[str, Tensor], prefix: str, scorer: bool) -> None:
+    """Rename, in place, the parameters of an encoder or decoder (``prefix``) saved before the embedder and scorer
+    existed: ``embed_tokens.*`` -> ``embed_tokens.embedding.*``, ``project_in_dim`` -> ``embed_tokens.project``, and
+    (``scorer``) ``adaptive_softmax.*`` / ``output_projection.*`` -> ``scorer.softmax.*``, ``project_out_dim`` ->
+    ``scorer.project``. A state dict already in today's layout is left as it is."""
+    p = prefix + "." if prefix else ""
+    renames = {}
+    if not any(k.startswith(p + "embed_tokens.embedding.") for k in state_dict):
+        renames.update({p + "embed_tokens.": p + "embed_tokens.embedding.",
+                        p + "project_in_dim.": p + "embed_tokens.project."})
+    if scorer and not any(k.startswith(p + "scorer.") for k in state_dict):
+        renames.update({p + old: p + new for old, new in _EARLIER_OUTPUT.items()})
+    for key in list(state_dict):
+        for old, new in renames.items():
+            if key.startswith(old):
+                state_dict[new + key[len(old):]] = state_dict.pop(key)
+                break
