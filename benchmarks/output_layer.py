@@ -3,6 +3,8 @@
 torch.nn.AdaptiveLogSoftmaxWithLoss and a full softmax (ours through the engine, and F.cross_entropy on materialised
 logits), tied to an adaptive input where the implementation allows; then the label-smoothed loss of translation
 (epsilon 0.1): ours, our earlier materialised form, and fairseq's label_smoothed_cross_entropy over a full softmax.
+The full softmax also runs through PyTorch's own fused loss, torch.nn.functional.linear_cross_entropy (torch >= 2.13),
+on its reference path and its chunked path (LinearCrossEntropyOptions()), where the installed torch has it.
 Median of --repeat timed runs after --warmup, and the peak memory of a step above what the inputs and weights hold
 (CUDA: the allocator's peak; CPU: the resident-set growth of one step in a fresh process, Linux).
 
@@ -93,6 +95,12 @@ def build(args, dtype, device):
         impls["full softmax: ours (engine)"] = (full, lambda x, t: linear_cross_entropy(x, full.weight, t, keep(t))[0])
         impls["full softmax: F.cross_entropy on logits"] = (
             full, lambda x, t: F.cross_entropy(full(x).float(), t, reduction="sum"))
+        if hasattr(F, "linear_cross_entropy"):
+            impls["full softmax: torch linear_cross_entropy, reference"] = (
+                full, lambda x, t: F.linear_cross_entropy(x, full.weight, t, reduction="sum"))
+            chunked = torch.nn.LinearCrossEntropyOptions()
+            impls["full softmax: torch linear_cross_entropy, chunked"] = (
+                full, lambda x, t: F.linear_cross_entropy(x, full.weight, t, reduction="sum", options=chunked))
         impls["label-smoothed, full softmax: fairseq label_smoothed_cross_entropy"] = (
             full, lambda x, t: fairseq_label_smoothed(full, x, t, eps))
     chosen = [name for name in impls if not args.impls or any(k in name for k in args.impls.split(","))]

@@ -1,19 +1,30 @@
 #!/usr/bin/env python
-"""Print the parameter counts of the registered architectures, built on the meta device at the WikiText-103
-dictionary size (267,744 entries after fairseq's padding to 8); no training and no weights allocated.
+"""Print every parameter table of docs/, built from the registered architectures on the meta device (no training,
+no weights allocated), at the dictionary sizes the docs use. tests/test_docs.py fails when a table in docs/ differs
+from what this prints, so the docs are regenerated from here: ``python scripts/param_table.py [--only NAME]``.
 
-1. Table 3 of Baevski & Auli 2019 (whole models) against the paper's counts.
-2. DeFINE (Mehta et al. 2020, Table 2 setting: m=384, N=3, k=4096): the input/output layers (everything outside
-   the Transformer blocks) with a standard embedding, an adaptive input, and DeFINE over either at each n; then the
-   WMT'14 translation setting (n=128, k=1024, m=512, N=3).
-3. The DeFINE unit in Table 4's ablations (N=7, n=384, k=1024, m=384).
-
-Usage: python scripts/param_table.py [--vocab 267744]"""
+- ``table3`` (docs/architectures.md): Table 3 of Baevski & Auli 2019, whole models against the paper's counts, at
+  WikiText-103's 267,744-entry dictionary.
+- ``define`` (docs/define.md): DeFINE (Mehta et al. 2020, Table 2 setting: m=384, N=3, k=4096): the input/output
+  layers (everything outside the Transformer blocks) with a standard embedding, an adaptive input, and DeFINE over
+  either at each n, beside the paper's counts.
+- ``ablations`` (docs/define.md): the DeFINE unit in Table 4's ablations (N=7, n=384, k=1024, m=384).
+- ``translation`` (docs/translation.md): the WMT'14 models against fairseq's, at a 32,008-entry joined dictionary.
+- ``configs`` (docs/configs.md): the model each hydra config under configs/ builds (the architecture its header names).
+"""
 
 import argparse
+import re
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
 
 import fairseq_adaptive  # noqa: F401  (registers the architectures)
 from fairseq_adaptive.models.counting import build_on_meta, count_parameters
+
+ROOT = Path(__file__).resolve().parents[1]
+WIKITEXT103 = 267744
+WMT_JOINED = 32008
+BILLION_WORD = 793472
 
 # Table 3 of the paper (WikiText-103, word-level rows): millions of parameters.
 PAPER = [
@@ -24,19 +35,11 @@ PAPER = [
     ("ADP-T", "adaptive_lm_wiki103_adp_t", 246.9),
 ]
 
-
-DEFINE_ROWS = [("standard, m=384", "adaptive_lm_wiki103_define_std_n384", ["--define-dim", "0"]),
-               ("adaptive, m=384", "adaptive_lm_wiki103_define_n384", ["--define-dim", "0"])]
-for _n in (64, 128, 256, 384):
-    DEFINE_ROWS += [(f"standard + DeFINE, n={_n}", f"adaptive_lm_wiki103_define_std_n{_n}", []),
-                    (f"adaptive + DeFINE, n={_n}", f"adaptive_lm_wiki103_define_n{_n}", [])]
-
-
-def outside_body(model) -> int:
-    """Parameters of the input and output layers: all but the Transformer blocks and their final norm."""
-    return sum(p.numel() for name, p in model.named_parameters()
-               if not name.startswith(("decoder.layers.", "decoder.layer_norm.")))
-
+# DeFINE's Table 2 (millions): DeFINE / input-output layers / total, for the standard-embedding rows it reports
+DEFINE_PAPER = {("std", 384, False): "0 / 103.08M / 139.33M", ("std", 64, True): "1.92M / 17.50M / 55.67M",
+                ("std", 128, True): "1.92M / 34.73M / 72.90M", ("std", 256, True): "1.92M / 69.20M / 107.37M",
+                ("std", 384, True): "1.92M / 103.08M / 141.25M"}
+NO_DEFINE = ["--define-dim", "0"]
 
 # Table 4 of the DeFINE paper (N=7, n=384, k=1024, m=384): the transformation ablations (no link to the projected
 # input) and the two ways of linking it; the paper's counts are whole LSTM models, in millions
@@ -49,33 +52,118 @@ ABLATIONS = [
     ("DeFINE", "hgt", "mixer", 40.89),
 ]
 
+# fairseq's translation models beside ours: (label, --arch, flags)
+TRANSLATION = [
+    ("fairseq `transformer_wmt_en_de --share-all-embeddings`", "transformer_wmt_en_de", ["--share-all-embeddings"]),
+    ("fairseq `transformer_wmt_en_de --share-decoder-input-output-embed` (separate source and target tables)",
+     "transformer_wmt_en_de", ["--share-decoder-input-output-embed"]),
+    ("`adaptive_transformer_wmt_en_de_define` (one shared V x 128 table, one DeFINE unit, 512 -> 128 output "
+     "projection)", "adaptive_transformer_wmt_en_de_define", []),
+    ("fairseq `transformer_wmt_en_de_big --share-all-embeddings`", "transformer_wmt_en_de_big",
+     ["--share-all-embeddings"]),
+    ("`adaptive_transformer_wmt_en_de_big_define` (the same layout at m=1024)",
+     "adaptive_transformer_wmt_en_de_big_define", []),
+]
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--vocab", type=int, default=267744)
-    parser.add_argument("--ablation-max-groups", type=int, default=8,
-                        help="--define-max-groups of the Table 4 rows (GLT uses it in every layer)")
-    args = parser.parse_args()
-    print(f"| row | --arch | ours | paper | diff |\n|---|---|---:|---:|---:|")
+# the dictionary size each config under configs/ is meant for
+CONFIG_VOCAB = {"billion_word": BILLION_WORD, "wmt14": WMT_JOINED, "wikitext103": WIKITEXT103}
+
+
+def outside_body(model) -> int:
+    """Parameters of the input and output layers: all but the Transformer blocks and their final norm."""
+    return sum(p.numel() for name, p in model.named_parameters()
+               if not name.startswith(("decoder.layers.", "decoder.layer_norm.")))
+
+
+def millions(n: int, digits: int = 2) -> str:
+    return f"{n / 1e6:.{digits}f}M"
+
+
+def table3() -> List[str]:
+    lines = ["| row | --arch | ours | paper | diff |", "|---|---|---:|---:|---:|"]
     for row, arch, paper in PAPER:
-        n = count_parameters(build_on_meta(arch, args.vocab))
-        print(f"| {row} | {arch} | {n / 1e6:.1f}M ({n:,}) | {paper}M | {n / 1e6 - paper:+.2f}M |")
-    print("\n| input layer | --arch | input/output layers | DeFINE unit | whole model |\n|---|---|---:|---:|---:|")
-    for row, arch, extra in DEFINE_ROWS:
-        model = build_on_meta(arch, args.vocab, extra)
-        block = getattr(model.decoder.embed_tokens, "block_parameters", lambda: 0)()
-        print(f"| {row} | {arch}{' ' + ' '.join(extra) if extra else ''} | {outside_body(model) / 1e6:.2f}M | "
-              f"{block:,} | {count_parameters(model) / 1e6:.1f}M |")
-    mt = build_on_meta("adaptive_transformer_wmt_en_de_define", 40000, task="translation")
-    print(f"| WMT'14 En-De, shared, n=128 (V=40,000) | adaptive_transformer_wmt_en_de_define | - | "
-          f"{mt.encoder.embed_tokens.block_parameters():,} | {count_parameters(mt) / 1e6:.1f}M |")
-    print("\n| Table 4 row | --define-transform | --define-connection | DeFINE unit | paper (whole LSTM model) |"
-          "\n|---|---|---|---:|---:|")
+        n = count_parameters(build_on_meta(arch, WIKITEXT103))
+        lines.append(f"| {row} | {arch} | {n / 1e6:.1f}M ({n:,}) | {paper}M | {n / 1e6 - paper:+.2f}M |")
+    return lines
+
+
+def define() -> List[str]:
+    lines = ["| input layer | --arch | input/output layers | DeFINE unit | whole model | paper: DeFINE / input-output "
+             "/ total |", "|---|---|---:|---:|---:|---:|"]
+    rows = [("standard, m=384", "std", 384, NO_DEFINE), ("adaptive, m=384", "", 384, NO_DEFINE)]
+    for n in (64, 128, 256, 384):
+        rows += [(f"standard + DeFINE, n={n}", "std", n, []), (f"adaptive + DeFINE, n={n}", "", n, [])]
+    for label, kind, n, extra in rows:
+        arch = f"adaptive_lm_wiki103_define_{kind + '_' if kind else ''}n{n}"
+        model = build_on_meta(arch, WIKITEXT103, extra)
+        paper = DEFINE_PAPER.get((kind, n, not extra), "-")
+        lines.append(f"| {label} | {arch}{' ' + ' '.join(extra) if extra else ''} | {millions(outside_body(model))} | "
+                     f"{model.decoder.embed_tokens.define_parameters():,} | {millions(count_parameters(model), 1)} | "
+                     f"{paper} |")
+    return lines
+
+
+def ablations(max_groups: int = 8) -> List[str]:
+    lines = ["| Table 4 row | --define-transform | --define-connection | DeFINE unit (ours) | paper (whole LSTM "
+             "model) |", "|---|---|---|---:|---:|"]
     for row, transform, connection, paper in ABLATIONS:
         flags = ["--define-layers", "7", "--define-expand-dim", "1024", "--define-transform", transform,
-                 "--define-connection", connection, "--define-max-groups", str(args.ablation_max_groups)]
-        model = build_on_meta("adaptive_lm_wiki103_define_n384", args.vocab, flags)
-        print(f"| {row} | {transform} | {connection} | {model.decoder.embed_tokens.block_parameters():,} | {paper}M |")
+                 "--define-connection", connection, "--define-max-groups", str(max_groups)]
+        model = build_on_meta("adaptive_lm_wiki103_define_n384", WIKITEXT103, flags)
+        lines.append(f"| {row} | {transform} | {connection} | {model.decoder.embed_tokens.define_parameters():,} | "
+                     f"{paper}M |")
+    return lines
+
+
+def translation() -> List[str]:
+    lines = ["| model | DeFINE unit | parameters |", "|---|---:|---:|"]
+    for label, arch, flags in TRANSLATION:
+        model = build_on_meta(arch, WMT_JOINED, flags, task="translation")
+        embed = model.encoder.embed_tokens
+        unit = embed.define_parameters() if hasattr(embed, "define_parameters") else 0
+        lines.append(f"| {label} | {unit:,} | {millions(count_parameters(model))} |")
+    return lines
+
+
+def config_arch(path: Path) -> str:
+    """The architecture a config reproduces: the one its header names ("Same model as --arch NAME")."""
+    found = re.search(r"Same model as --arch (\w+)", path.read_text())
+    if found is None:
+        raise ValueError(f"{path} does not name its architecture ('Same model as --arch NAME' in its header)")
+    return found.group(1)
+
+
+def config_vocab(name: str) -> int:
+    return next(size for prefix, size in CONFIG_VOCAB.items() if name.startswith(prefix))
+
+
+def configs() -> List[str]:
+    lines = ["| config | --arch | dictionary | parameters |", "|---|---|---:|---:|"]
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        arch, vocab = config_arch(path), config_vocab(path.stem)
+        task = "translation" if arch.startswith("adaptive_transformer") else "language_modeling"
+        n = count_parameters(build_on_meta(arch, vocab, task=task))
+        lines.append(f"| `{path.stem}` | `{arch}` | {vocab:,} | {millions(n)} |")
+    return lines
+
+
+TABLES: Dict[str, Tuple[str, Callable[[], List[str]]]] = {
+    "table3": ("docs/architectures.md", table3),
+    "define": ("docs/define.md", define),
+    "ablations": ("docs/define.md", ablations),
+    "translation": ("docs/translation.md", translation),
+    "configs": ("docs/configs.md", configs),
+}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=sorted(TABLES), help="print this table alone")
+    args = parser.parse_args()
+    for name, (doc, make) in TABLES.items():
+        if args.only in (None, name):
+            print(f"{name} ({doc}):\n")
+            print("\n".join(make()) + "\n")
 
 
 if __name__ == "__main__":

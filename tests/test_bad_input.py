@@ -66,3 +66,122 @@ def test_loss_at_cutoff_plus_padding_index_is_the_true_nll():
     torch.testing.assert_close(total, reference)
     per_row = F.nll_loss(sm.get_log_prob(x), target, ignore_index=pad, reduction="none")
     assert (per_row[:3] > 0).all()  # the three words at cutoff[i] + padding_idx are scored, not ignored
+
+
+# Each flag case found by trying the plugin as a new user: the message names the flag, the value and the fix, and the
+# model is refused before it is built (on the meta device: nothing allocated, nothing written).
+DEFINE_TINY = ["--adaptive-input-cutoff", "40,120", "--adaptive-softmax-cutoff", "40,120"]
+FLAG_CASES = [
+    ("adaptive_lm_define_tiny", [*DEFINE_TINY, "--define-dim", "128", "--define-expand-dim", "64"],
+     r"^--define-expand-dim=64 is narrower than --define-dim=128: DeFINE expands"),
+    ("adaptive_lm_define_tiny", [*DEFINE_TINY, "--define-dim", "-5"], r"^--define-dim=-5 must be positive"),
+    ("adaptive_lm_define_tiny", [*DEFINE_TINY, "--define-dropout", "1.5"],
+     r"^--define-dropout=1.5 must lie in \[0, 1\)"),
+    ("adaptive_lm_define_tiny", [*DEFINE_TINY, "--define-embed-dropout", "2"],
+     r"^--define-embed-dropout=2.0 must lie in \[0, 1\)"),
+    ("adaptive_lm_define_tiny", [*DEFINE_TINY, "--define-proj-dim", "-8"], r"^--define-proj-dim=-8 must be positive"),
+    ("adaptive_lm_tiny", [*CUT, "--adaptive-softmax-dropout", "1"], r"^--adaptive-softmax-dropout=1.0 must lie in"),
+]
+
+
+@pytest.mark.parametrize("arch,flags,message", FLAG_CASES)
+def test_flag_case_is_refused_with_its_fix(arch, flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_on_meta(arch, 300, flags)
+
+
+@pytest.mark.parametrize("smoothing", ["1.0", "2.0", "-0.1"])
+def test_label_smoothing_outside_zero_one_is_refused(mt_data, smoothing):
+    from fairseq import options, tasks
+
+    from .conftest import USER_DIR
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(mt_data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny",
+        "--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", smoothing])
+    with pytest.raises(ValueError, match=rf"^--label-smoothing={float(smoothing)} must lie in \[0, 1\)"):
+        tasks.setup_task(args).build_criterion(args)
+
+
+def unsorted_dictionary(size: int = 300):
+    from fairseq.data import Dictionary
+
+    d = Dictionary()
+    for i in range(size - len(d)):
+        d.add_symbol(f"w{i}", n=10 + i)  # counts increase: rare words first
+    return d
+
+
+@pytest.mark.parametrize("task,arch,flags", [
+    ("language_modeling", "adaptive_lm_tiny", CUT),  # fairseq's own task: the check is the model's, not our task's
+    ("translation", "adaptive_transformer_tiny", ["--adaptive-input", "--adaptive-input-cutoff", "40,120"]),
+    ("translation", "adaptive_transformer_tiny", ["--adaptive-softmax-cutoff", "40,120"]),
+])
+def test_unsorted_dictionary_is_refused_with_any_task(task, arch, flags):
+    from types import SimpleNamespace
+
+    from fairseq import options
+    from fairseq.models import ARCH_MODEL_REGISTRY
+
+    args = options.parse_args_and_arch(options.get_training_parser(), ["/x", "--task", task, "--arch", arch, *flags])
+    d = unsorted_dictionary()
+    with pytest.raises(ValueError, match=r"^the dictionary \(dict.txt\) is not sorted by frequency: entry 5 'w1'"):
+        with torch.device("meta"):
+            ARCH_MODEL_REGISTRY[arch].build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+
+
+@pytest.mark.parametrize("coverage,cutoffs,message", [
+    ("0.001,0.002,0.003", None, r"^--cutoff-coverage=0.001,0.002,0.003: target 0.002 gives the same band boundary "
+                                r"\(8, .*choose targets further apart"),
+    ("5", "40,120", r"^--cutoff-coverage=5 must be increasing fractions in \(0, 1\)"),
+])
+def test_cutoff_coverage_is_checked(lm_data, coverage, cutoffs, message):
+    from fairseq import options, tasks
+
+    from .conftest import USER_DIR
+
+    explicit = ["--adaptive-input-cutoff", cutoffs, "--adaptive-softmax-cutoff", cutoffs] if cutoffs else []
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(lm_data), "--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny",
+        "--cutoff-coverage", coverage, *explicit])
+    with pytest.raises(ValueError, match=message):
+        tasks.setup_task(args).build_model(args)
+
+
+def test_translation_checkpoint_meets_its_dictionaries(mt_data):
+    """Translation records both dictionary sizes and names the file that differs (it checked none before)."""
+    from fairseq import options, tasks
+
+    from .conftest import USER_DIR
+
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(mt_data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny"])
+    task = tasks.setup_task(args)
+    with torch.device("meta"):
+        task.build_model(args)
+    assert args.source_dictionary_size == len(task.source_dictionary)
+    args.target_dictionary_size += 8  # as a checkpoint trained with another target dictionary
+    with pytest.raises(ValueError, match=rf"has {len(task.target_dictionary):,} entries, but the checkpoint was "
+                                         rf"trained with a {args.target_dictionary_size:,}-entry dictionary: .*"
+                                         rf"own dict.de.txt \(fairseq-preprocess --tgtdict"):
+        task.build_model(args)
+
+
+def test_our_criterion_with_a_model_without_a_scorer_names_the_fix():
+    from types import SimpleNamespace
+
+    from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
+
+    from fairseq.data import Dictionary
+
+    class TransformerLanguageModel(torch.nn.Module):  # as fairseq's: a decoder with an output projection, no scorer
+        def __init__(self):
+            super().__init__()
+            self.decoder = torch.nn.Module()
+            self.decoder.output_projection = torch.nn.Linear(4, 10)
+
+    criterion = AdaptiveCrossEntropyCriterion(SimpleNamespace(target_dictionary=Dictionary()), False)
+    model = TransformerLanguageModel()
+    with pytest.raises(ValueError, match=r"^--criterion adaptive_cross_entropy scores through the output layer of "
+                                         r"this package's models .* TransformerLanguageModel has none"):
+        criterion(model, {"net_input": {"src_tokens": torch.ones(1, 3, dtype=torch.long)}})

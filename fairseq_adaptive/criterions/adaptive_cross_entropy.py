@@ -25,8 +25,8 @@ def scorer_of(model, criterion: str):
     scorer = getattr(getattr(model, "decoder", None), "scorer", None)
     if scorer is None:
         raise ValueError(f"--criterion {criterion} scores through the output layer of this package's models "
-                         f"(--arch adaptive_lm*, adaptive_transformer*); {type(model).__name__} has none: use fairseq's "
-                         f"cross_entropy / label_smoothed_cross_entropy with it")
+                         f"(--arch adaptive_lm*, adaptive_transformer*); {type(model).__name__} has none: use "
+                         f"fairseq's cross_entropy / label_smoothed_cross_entropy with it")
     return scorer
 
 

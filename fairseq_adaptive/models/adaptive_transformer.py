@@ -31,7 +31,7 @@ from .config import (
 )
 from .config import set_defaults as _set
 from .transformer_body import AdaptiveDecoder, AdaptiveEncoder
-from .vocab_flags import DEFINE_DEFAULTS, MT_DECODER, MT_ENCODER, describe
+from .vocab_flags import DEFINE_DEFAULTS, MT_DECODER, MT_ENCODER, check_one_input_layer, describe
 
 
 @dataclass
@@ -75,7 +75,7 @@ class AdaptiveTransformerModel(TransformerModel):
         check_dictionary_size(args, src_dict, data, "source_dictionary_size", f"dict.{src}.txt", "--srcdict")
         check_dictionary_size(args, tgt_dict, data, "target_dictionary_size", f"dict.{tgt}.txt", "--tgtdict")
         if args.share_all_embeddings:
-            _check_share_all(args, src_dict, tgt_dict)
+            check_one_input_layer(args, src_dict, tgt_dict)
         encoder_layers = describe(args, src_dict, MT_ENCODER)
         decoder_layers = describe(args, tgt_dict, MT_DECODER)
         encoder_embed = build_embedder(encoder_layers.input)
@@ -85,25 +85,6 @@ class AdaptiveTransformerModel(TransformerModel):
         decoder = AdaptiveDecoder(args, tgt_dict, decoder_embed, decoder_layers.output,
                                   no_encoder_attn=args.no_cross_attention)
         return cls(args, encoder, decoder)
-
-
-def _check_share_all(args, src_dict, tgt_dict) -> None:
-    if src_dict != tgt_dict:
-        raise ValueError("--share-all-embeddings needs a joined dictionary: preprocess with --joined-dictionary "
-                         "(scripts/prepare_mt.py does)")
-    pairs = [("--encoder-embed-dim", args.encoder_embed_dim, "--decoder-embed-dim", args.decoder_embed_dim),
-             ("--encoder-adaptive-input", args.encoder_adaptive_input, "--adaptive-input", args.adaptive_input),
-             ("--encoder-define-dim", args.encoder_define_dim, "--decoder-define-dim", args.decoder_define_dim)]
-    for enc_flag, enc, dec_flag, dec in pairs:
-        if bool(enc) != bool(dec) or (enc and enc != dec):
-            raise ValueError(f"--share-all-embeddings uses one input layer for both sides: {enc_flag} ({enc}) must "
-                             f"equal {dec_flag} ({dec})")
-    if args.encoder_adaptive_input_cutoff not in (None, args.adaptive_input_cutoff):
-        raise ValueError("--share-all-embeddings: drop --encoder-adaptive-input-cutoff (one adaptive input serves "
-                         "both sides, with --adaptive-input-cutoff)")
-    if getattr(args, "decoder_input_dim", None) not in (None, args.encoder_embed_dim):
-        raise ValueError(f"--share-all-embeddings uses one input layer for both sides, of --encoder-embed-dim "
-                         f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
 
 
 def _fill_defaults(args) -> None:

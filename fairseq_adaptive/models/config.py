@@ -52,8 +52,12 @@ class DefineConfig(FairseqDataclass):
     The width n itself is the model's own flag (``--define-dim``, ``--encoder-define-dim``, ...). Defaults are the
     released unit's."""
 
-    define_layers: int = field(default=DEFINE_DEFAULTS.n_layers, metadata={"help": "DeFINE: N, the number of grouped layers"})
-    define_expand_dim: int = field(default=DEFINE_DEFAULTS.expand_dim, metadata={"help": "DeFINE: k, the widest grouped layer"})
+    define_layers: int = field(
+        default=DEFINE_DEFAULTS.n_layers, metadata={"help": "DeFINE: N, the number of grouped layers"}
+    )
+    define_expand_dim: int = field(
+        default=DEFINE_DEFAULTS.expand_dim, metadata={"help": "DeFINE: k, the widest grouped layer"}
+    )
     define_max_groups: int = field(
         default=DEFINE_DEFAULTS.max_groups,
         metadata={

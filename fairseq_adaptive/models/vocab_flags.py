@@ -169,6 +169,27 @@ def describe(args, dictionary, side: Side = LM, tied_input: Optional[InputSpec] 
     return VocabLayers(spec, output)
 
 
+def check_one_input_layer(args, src_dict, tgt_dict) -> None:
+    """``--share-all-embeddings``: one input layer serves the encoder, the decoder and (as the flags say) the output
+    layer, so both sides' flags must describe the same layer over one joined dictionary."""
+    if src_dict != tgt_dict:
+        raise ValueError("--share-all-embeddings needs a joined dictionary: preprocess with --joined-dictionary "
+                         "(scripts/prepare_mt.py does)")
+    pairs = [("--encoder-embed-dim", args.encoder_embed_dim, "--decoder-embed-dim", args.decoder_embed_dim),
+             ("--encoder-adaptive-input", args.encoder_adaptive_input, "--adaptive-input", args.adaptive_input),
+             ("--encoder-define-dim", args.encoder_define_dim, "--decoder-define-dim", args.decoder_define_dim)]
+    for enc_flag, enc, dec_flag, dec in pairs:
+        if bool(enc) != bool(dec) or (enc and enc != dec):
+            raise ValueError(f"--share-all-embeddings uses one input layer for both sides: {enc_flag} ({enc}) must "
+                             f"equal {dec_flag} ({dec})")
+    if args.encoder_adaptive_input_cutoff not in (None, args.adaptive_input_cutoff):
+        raise ValueError("--share-all-embeddings: drop --encoder-adaptive-input-cutoff (one adaptive input serves "
+                         "both sides, with --adaptive-input-cutoff)")
+    if _get(args, "decoder_input_dim") not in (None, args.encoder_embed_dim):
+        raise ValueError(f"--share-all-embeddings uses one input layer for both sides, of --encoder-embed-dim "
+                         f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
+
+
 def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim: int) -> OutputSpec:
     hint = side.cutoff_hint.replace("20000,60000", "20000,60000 as --adaptive-input-cutoff")
     cutoff = parse_cutoff(_get(args, "adaptive_softmax_cutoff"), "adaptive_softmax_cutoff", hint)

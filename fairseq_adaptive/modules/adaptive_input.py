@@ -88,7 +88,9 @@ class AdaptiveInput(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # The paper's (and fairseq's) initialisation: N(0, dim^-1/2) tables, Xavier-uniform projections.
+        # fairseq's initialisation: N(0, dim^-1/2) tables, Xavier-uniform projections, the padding row zeroed. fairseq
+        # zeroes row padding_idx of every band (in the tail bands that row is a real word); we zero it in band 0
+        # alone, where the padding symbol lives, so no rare word starts at zero.
         for emb, proj in self.embeddings:
             nn.init.normal_(emb.weight, mean=0.0, std=emb.weight.shape[1] ** -0.5)
             nn.init.xavier_uniform_(proj.weight)

@@ -264,7 +264,8 @@ class DeFINE(nn.Module):
             GroupLinear(s.in_dim, s.out_dim, s.groups, o.activation, o.dropout, shuffle=o.transform == "glt_shuffle")
             for s in self.layout
         )
-        self.output_layer = GroupLinear(linked_width(proj_dim, o.connection) + output_dim, output_dim, 1, o.activation, o.dropout)
+        linked = linked_width(proj_dim, o.connection)
+        self.output_layer = GroupLinear(linked + output_dim, output_dim, 1, o.activation, o.dropout)
         self.cache = o.cache
         self.clear_cache()
 

@@ -146,7 +146,9 @@ class Scorer(nn.Module):
         """Summed fp32 NLL, and per cluster (head first; one entry for a full softmax) the loss sums and counts."""
         return self.softmax.loss(self.features(x), target, ignore_index)
 
-    def label_smoothed_loss(self, x: Tensor, target: Tensor, ignore_index: int, epsilon: float) -> Tuple[Tensor, Tensor]:
+    def label_smoothed_loss(
+        self, x: Tensor, target: Tensor, ignore_index: int, epsilon: float
+    ) -> Tuple[Tensor, Tensor]:
         """fairseq's label-smoothed loss and the NLL of the kept targets, both summed in fp32."""
         return self.softmax.label_smoothed_loss(self.features(x), target, ignore_index, epsilon)
 
@@ -163,9 +165,6 @@ class Scorer(nn.Module):
         with torch.no_grad():
             step = rows_per_block(x.size(0), self.vocab_size, block_elements_for(x))
             return torch.cat([self.log_probs(rows).argmax(-1) for rows in x.split(step)])
-
-    def cluster_count(self) -> int:
-        return self.softmax.n_clusters + 1
 
 
 def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Scorer:
