@@ -8,13 +8,15 @@ from .conftest import ROOT
 
 CHECK = """
 import fairseq.data.data_utils as d
+import fairseq.checkpoint_utils as c
 import fairseq.modules.transformer_layer as layers
 from fairseq.modules import MultiheadAttention
-f, layer, attention = d.batch_by_size, layers.TransformerDecoderLayerBase, MultiheadAttention
+f, layer, attention, paths = d.batch_by_size, layers.TransformerDecoderLayerBase, MultiheadAttention, c.PathManager
 before = dict(vars(MultiheadAttention))
 import fairseq_adaptive
 import fairseq.modules
 assert d.batch_by_size is f, "batch_by_size replaced on import"
+assert c.PathManager is paths, "checkpoint copies changed on import"
 assert layers.TransformerDecoderLayerBase is layer and fairseq.modules.MultiheadAttention is attention
 assert dict(vars(MultiheadAttention)) == before
 print("untouched")
@@ -38,3 +40,6 @@ def test_the_batching_fix_applies_when_our_model_is_built(lm_data):
 
     build(lm_data, "adaptive_lm_tiny")
     assert getattr(data_utils.batch_by_size, "_fairseq_adaptive_fix", False)
+    from fairseq import checkpoint_utils
+
+    assert checkpoint_utils.PathManager.copy.__qualname__ == "AtomicCopyPathManager.copy"

@@ -19,7 +19,8 @@ from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
-from .config import FastPathConfig, LanguageModelDefineConfig, check_dictionary_size, data_of
+from ..checks import check_dictionary, data_of, guard_task
+from .config import FastPathConfig, LanguageModelDefineConfig
 from .transformer_body import AdaptiveDecoder
 from .vocab_flags import LM, describe
 
@@ -40,6 +41,12 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, LanguageModelDefineConfig
         default=None,
         metadata={"help": "set when the model is first built: its dictionary's size, checked when a checkpoint loads"},
     )
+    dictionary_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: its dictionary's words, hashed"}
+    )
+    dictionary_file: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the dictionary file it was built with"}
+    )
 
 
 @register_model("adaptive_lm", dataclass=AdaptiveLMConfig)
@@ -50,7 +57,8 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
     def build_model(cls, args, task):
         fairseq_fixes.apply()
         dictionary = task.source_dictionary
-        check_dictionary_size(args, dictionary, data_of(task))
+        check_dictionary(args, dictionary, data_of(task))
+        guard_task(task)
         layers = describe(args, dictionary, LM)
         if safe_getattr(args, "character_embeddings", False):
             raise ValueError("adaptive_lm does not support --character-embeddings: use transformer_lm for those")

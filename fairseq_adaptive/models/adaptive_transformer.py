@@ -20,15 +20,8 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
-from .config import (
-    FastPathConfig,
-    TranslationDefineConfig,
-    check_dictionary_size,
-    data_of,
-    fill_dataclass_defaults,
-    keep_widths_unset,
-    task_setting,
-)
+from ..checks import check_dictionary, data_of, guard_task, task_setting
+from .config import FastPathConfig, TranslationDefineConfig, fill_dataclass_defaults, keep_widths_unset
 from .config import set_defaults as _set
 from .transformer_body import AdaptiveDecoder, AdaptiveEncoder
 from .vocab_flags import DEFINE_DEFAULTS, MT_DECODER, MT_ENCODER, check_one_input_layer, describe
@@ -51,8 +44,20 @@ class AdaptiveTransformerConfig(TranslationDefineConfig, FastPathConfig):
     source_dictionary_size: Optional[int] = field(
         default=None, metadata={"help": "set when the model is first built: the source dictionary's size"}
     )
+    source_dictionary_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the source dictionary's words, hashed"}
+    )
+    source_dictionary_file: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the source dictionary's file"}
+    )
     target_dictionary_size: Optional[int] = field(
         default=None, metadata={"help": "set when the model is first built: the target dictionary's size"}
+    )
+    target_dictionary_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the target dictionary's words, hashed"}
+    )
+    target_dictionary_file: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the target dictionary's file"}
     )
 
 
@@ -72,8 +77,9 @@ class AdaptiveTransformerModel(TransformerModel):
         src_dict, tgt_dict = task.source_dictionary, task.target_dictionary
         data = data_of(task)
         src, tgt = task_setting(task, "source_lang") or "src", task_setting(task, "target_lang") or "tgt"
-        check_dictionary_size(args, src_dict, data, "source_dictionary_size", f"dict.{src}.txt", "--srcdict")
-        check_dictionary_size(args, tgt_dict, data, "target_dictionary_size", f"dict.{tgt}.txt", "--tgtdict")
+        check_dictionary(args, src_dict, data, "source_", f"dict.{src}.txt", "--srcdict")
+        check_dictionary(args, tgt_dict, data, "target_", f"dict.{tgt}.txt", "--tgtdict")
+        guard_task(task)
         if args.share_all_embeddings:
             check_one_input_layer(args, src_dict, tgt_dict)
         encoder_layers = describe(args, src_dict, MT_ENCODER)

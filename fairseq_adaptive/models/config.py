@@ -2,7 +2,7 @@
 
 Flags become the typed description of the vocabulary layers in ``vocab_flags.describe`` (the one place that reads
 and checks them); this module declares them (defaults from the modules that own them) and holds what is not about
-those layers: filling architecture defaults, and the dictionary-size check a checkpoint meets when it loads.
+those layers: filling architecture defaults.
 """
 
 import contextlib
@@ -140,34 +140,3 @@ class FastPathConfig:
             "flash kernels)"
         },
     )
-
-
-def check_dictionary_size(args, dictionary, data: str, field_name: str = "dictionary_size",
-                          dict_file: str = "dict.txt", preprocess_flag: str = "--only-source --srcdict") -> None:
-    """A model is built for one dictionary: record its size in the config (``field_name``, saved with every
-    checkpoint) and, when a checkpoint's config comes back with another dictionary, say so before anything is built
-    from it. A translation model records its source and target dictionaries apart."""
-    trained = safe_getattr(args, field_name, None)
-    if trained is None:
-        with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
-            setattr(args, field_name, len(dictionary))  # a checkpoint's config from before this field: add it
-    elif trained != len(dictionary):
-        raise ValueError(
-            f"the dictionary of {data} ({dict_file}) has {len(dictionary):,} entries, but the checkpoint was trained "
-            f"with a {trained:,}-entry dictionary: binarise the text with the checkpoint's own {dict_file} "
-            f"(fairseq-preprocess {preprocess_flag} <the training data-bin>/{dict_file} ...)"
-        )
-
-
-def task_setting(task, name: str):
-    """A task's setting (fairseq's tasks keep it in ``cfg``, or ``args`` for argparse-era ones), None if absent."""
-    for holder in (getattr(task, "cfg", None), getattr(task, "args", None)):
-        value = safe_getattr(holder, name, None) if holder is not None else None
-        if value is not None:
-            return value
-    return None
-
-
-def data_of(task) -> str:
-    """The data directory a task reads (for messages)."""
-    return str(task_setting(task, "data") or "the data directory")

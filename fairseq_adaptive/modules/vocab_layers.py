@@ -70,6 +70,22 @@ class OutputSpec:
         return self.cutoff is not None
 
 
+def check_ids(ids: Tensor, vocab_size: int, what: str, ignore_index: Optional[int] = None) -> None:
+    """Refuse ids outside ``[0, vocab_size)``, which an adaptive input would embed as zeros and the blockwise loss would
+    clamp: data binarised with another dictionary. On CPU the message names the id; on CUDA the check runs on the
+    device (no host synchronisation) and stops the run with the same advice."""
+    inside = (ids >= 0) & (ids < vocab_size)
+    if ignore_index is not None:
+        inside |= ids == ignore_index
+    advice = (f"{what} outside the {vocab_size:,}-entry dictionary: the data was binarised with another dictionary "
+              f"(binarise it with the model's dict.txt: fairseq-preprocess --srcdict)")
+    if ids.device.type == "cpu":
+        if not bool(inside.all()):
+            raise ValueError(f"id {int(ids[~inside].flatten()[0])}: {advice}")
+    else:
+        torch._assert_async(inside.all(), advice)
+
+
 def _linear(in_dim: int, out_dim: int) -> nn.Linear:
     """A bias-free projection with fairseq's initialisation (Xavier-uniform)."""
     layer = nn.Linear(in_dim, out_dim, bias=False)
@@ -91,6 +107,7 @@ class Embedder(nn.Module):
         self.padding_idx = spec.padding_idx
 
     def forward(self, tokens: Tensor) -> Tensor:
+        check_ids(tokens, self.spec.vocab_size, "a token id")
         x = self.embedding(tokens)
         if self.scale != 1.0:
             x = x * self.scale
@@ -144,16 +161,19 @@ class Scorer(nn.Module):
 
     def loss(self, x: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
         """Summed fp32 NLL, and per cluster (head first; one entry for a full softmax) the loss sums and counts."""
+        check_ids(target, self.vocab_size, "a target id", ignore_index)
         return self.softmax.loss(self.features(x), target, ignore_index)
 
     def label_smoothed_loss(
         self, x: Tensor, target: Tensor, ignore_index: int, epsilon: float
     ) -> Tuple[Tensor, Tensor]:
         """fairseq's label-smoothed loss and the NLL of the kept targets, both summed in fp32."""
+        check_ids(target, self.vocab_size, "a target id", ignore_index)
         return self.softmax.label_smoothed_loss(self.features(x), target, ignore_index, epsilon)
 
     def target_log_prob(self, x: Tensor, target: Tensor) -> Tensor:
         """``... x m, ... -> ...``: log p(target) alone (eval-lm, ``--score-reference``), without gradient."""
+        check_ids(target, self.vocab_size, "a target id")
         return self.softmax.target_log_prob(self.features(x), target)
 
     def log_probs(self, x: Tensor) -> Tensor:

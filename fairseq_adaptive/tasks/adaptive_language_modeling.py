@@ -16,7 +16,7 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
-from ..models.config import check_dictionary_size, data_of
+from ..checks import check_dictionary, data_of, guard_task
 from ..models.vocab_flags import LM, check_frequency_sorted, describe, is_auto
 
 logger = logging.getLogger(__name__)
@@ -94,10 +94,11 @@ class AdaptiveLanguageModelingTask(LanguageModelingTask):
         fairseq_fixes.apply()
         parse_coverage(args.cutoff_coverage)
         super().__init__(args, dictionary, output_dictionary, targets)
+        guard_task(self)
 
     def build_model(self, args, from_checkpoint=False):
         dictionary = self.source_dictionary
-        check_dictionary_size(args, dictionary, data_of(self))
+        check_dictionary(args, dictionary, data_of(self))
         self.resolve_cutoffs(args, dictionary)
         return super().build_model(args, from_checkpoint)
 

@@ -1,0 +1,190 @@
+"""What our models and tasks check around the layers, before a step runs: the binarised data against the dictionary,
+the dictionary against the checkpoint, and the criterion against the model. Each failure names the file and the fix.
+
+- Data: every split a task loads is looked at before fairseq reads it: its ``.idx`` must be a whole fairseq index,
+  its ``.bin`` as long as the index says, the split not empty, and the largest token id below the dictionary's size
+  (memory-mapped, once per file and version of it). fairseq would otherwise fail inside its indexed dataset without
+  naming the file, or, for ids past the dictionary, train on them.
+- Dictionary identity: a model records the size and a fingerprint of each dictionary it is built with (and the file
+  it came from); a checkpoint meeting another dictionary stops with both files named, even at the same size.
+  Checkpoints from before the fingerprint keep loading with the size check.
+- Criterion: fairseq's ``adaptive_loss`` needs fairseq's own adaptive softmax; with our models it is refused when the
+  criterion is built, naming ours.
+
+:func:`guard_task` installs the data and criterion checks on a task instance (our task does so itself; our models do
+it for fairseq's ``language_modeling`` and ``translation``); nothing of fairseq's classes changes.
+"""
+
+import contextlib
+import hashlib
+import os
+import struct
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from fairseq.utils import safe_getattr
+from omegaconf import DictConfig, open_dict
+
+_MMAP_MAGIC = b"MMIDIDX\x00\x00"
+_HEADER = struct.Struct("<9sQBQ")  # magic, version, dtype code, number of sentences
+_DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.double,
+           8: np.uint16, 9: np.uint32, 10: np.uint64}
+_CHECKED: Dict[Tuple[str, int, int, int], int] = {}  # (file, size, mtime, dictionary size) -> largest id
+
+
+def task_setting(task, name: str):
+    """A task's setting (fairseq's tasks keep it in ``cfg``, or ``args`` for argparse-era ones), None if absent."""
+    for holder in (getattr(task, "cfg", None), getattr(task, "args", None)):
+        value = safe_getattr(holder, name, None) if holder is not None else None
+        if value is not None:
+            return value
+    return None
+
+
+def data_of(task) -> str:
+    """The data directory a task reads (for messages)."""
+    return str(task_setting(task, "data") or "the data directory")
+
+
+# ------------------------------------------------------------------------------------------------------- data files
+def largest_id(prefix: str, dictionary_size: int) -> int:
+    """Check ``prefix.idx`` / ``prefix.bin`` (fairseq's memory-mapped format) and return the largest token id."""
+    idx, bin_ = prefix + ".idx", prefix + ".bin"
+    redo = "re-run fairseq-preprocess for this split (the file is damaged or was cut short)"
+    if not os.path.exists(bin_):
+        raise ValueError(f"{idx} has no data file {bin_}: {redo}")
+    stat = os.stat(bin_)
+    key = (bin_, stat.st_size, stat.st_mtime_ns, dictionary_size)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    with open(idx, "rb") as f:
+        header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size or header[:9] != _MMAP_MAGIC:
+        raise ValueError(f"{idx} is not a fairseq index ({os.path.getsize(idx)} bytes, "
+                         f"{'too short' if len(header) < _HEADER.size else 'wrong header'}): {redo}, with the default "
+                         f"--dataset-impl mmap")
+    _, version, code, count = _HEADER.unpack(header)
+    if version != 1 or code not in _DTYPES:
+        raise ValueError(f"{idx} has an index version ({version}) or token type ({code}) fairseq does not read: {redo}")
+    if count == 0:
+        raise ValueError(f"{bin_} holds no sentences (an empty split): give fairseq-preprocess a non-empty text file")
+    need = _HEADER.size + 12 * count
+    if os.path.getsize(idx) < need:
+        raise ValueError(f"{idx} is cut short ({os.path.getsize(idx):,} of {need:,} bytes for {count:,} sentences): "
+                         f"{redo}")
+    index = np.memmap(idx, mode="r", dtype=np.uint8)
+    last_size = int(np.frombuffer(index, np.int32, 1, _HEADER.size + 4 * (count - 1))[0])
+    last_pointer = int(np.frombuffer(index, np.int64, 1, _HEADER.size + 4 * count + 8 * (count - 1))[0])
+    dtype = np.dtype(_DTYPES[code])
+    expected = last_pointer + last_size * dtype.itemsize
+    if stat.st_size < expected:
+        raise ValueError(f"{bin_} is cut short ({stat.st_size:,} of the {expected:,} bytes its index {idx} lists): "
+                         f"{redo}")
+    tokens = np.memmap(bin_, mode="r", dtype=dtype, shape=(expected // dtype.itemsize,))
+    top = int(tokens.max()) if tokens.size else -1
+    del tokens, index
+    _CHECKED[key] = top
+    return top
+
+
+def check_ids(prefix: str, dictionary, dict_file: str) -> None:
+    top = largest_id(prefix, len(dictionary))
+    if top >= len(dictionary):
+        raise ValueError(
+            f"{prefix}.bin holds token id {top:,}, past the {len(dictionary):,}-entry dictionary {dict_file}: it was "
+            f"binarised with another dictionary. Binarise it with this one (fairseq-preprocess --srcdict {dict_file}), "
+            f"or point --data at the data-bin it was made with"
+        )
+
+
+def split_files(task, split: str) -> List[Tuple[str, object, str]]:
+    """``(prefix, dictionary, dictionary file)`` of every binarised file the task reads for ``split``."""
+    data = task_setting(task, "data")
+    if not data:
+        return []
+    src, tgt = task_setting(task, "source_lang"), task_setting(task, "target_lang")
+    found = []
+    for directory in str(data).split(os.pathsep):
+        for k in range(0, 1000):
+            name = split + (str(k) if k > 0 else "")
+            if src and tgt:  # translation: one file per language, the pair written either way round
+                pairs = [f"{name}.{a}-{b}" for a, b in ((src, tgt), (tgt, src))]
+                pair = next((p for p in pairs if os.path.exists(os.path.join(directory, f"{p}.{src}.idx"))), None)
+                if pair is None:
+                    break
+                for lang, d in ((src, task.source_dictionary), (tgt, task.target_dictionary)):
+                    found.append((os.path.join(directory, f"{pair}.{lang}"), d,
+                                  os.path.join(directory, f"dict.{lang}.txt")))
+            else:
+                prefix = os.path.join(directory, name)
+                if not os.path.exists(prefix + ".idx"):
+                    break
+                found.append((prefix, task.source_dictionary, os.path.join(directory, "dict.txt")))
+    return found
+
+
+def check_split(task, split: str) -> None:
+    if (task_setting(task, "dataset_impl") or "mmap") != "mmap":
+        return  # other formats: fairseq's own reading
+    for prefix, dictionary, dict_file in split_files(task, split):
+        check_ids(prefix, dictionary, dict_file)
+
+
+# ------------------------------------------------------------------------------------------------------- the task
+def guard_task(task) -> None:
+    """Check every split ``task`` loads before fairseq reads it (and those it has loaded already), and refuse
+    fairseq's ``adaptive_loss`` when the criterion is built. Once per task instance."""
+    if getattr(task, "_fairseq_adaptive_guarded", False) or not hasattr(task, "load_dataset"):
+        return
+    load_dataset, build_criterion = task.load_dataset, task.build_criterion
+
+    def checked_load_dataset(split, *args, **kwargs):
+        check_split(task, split)
+        return load_dataset(split, *args, **kwargs)
+
+    def checked_build_criterion(cfg, *args, **kwargs):
+        name = safe_getattr(cfg, "_name", None) or safe_getattr(cfg, "criterion", None)
+        if name == "adaptive_loss":
+            raise ValueError("--criterion adaptive_loss needs fairseq's own adaptive softmax; this package's models "
+                             "score through theirs: use --criterion adaptive_cross_entropy (the same loss, in fp32)")
+        return build_criterion(cfg, *args, **kwargs)
+
+    task.load_dataset, task.build_criterion = checked_load_dataset, checked_build_criterion
+    task._fairseq_adaptive_guarded = True
+    for split in list(getattr(task, "datasets", {}) or {}):
+        check_split(task, split)
+
+
+# ------------------------------------------------------------------------------------------------- the dictionary
+def dictionary_fingerprint(dictionary) -> str:
+    """The words of a dictionary in index order (their counts aside): equal fingerprints, equal ids."""
+    return hashlib.sha1("\n".join(dictionary.symbols).encode("utf-8")).hexdigest()[:16]
+
+
+def check_dictionary(args, dictionary, data: str, prefix: str = "", dict_file: str = "dict.txt",
+                     preprocess_flag: str = "--only-source --srcdict") -> None:
+    """A model is built for one dictionary: record its size, fingerprint and file in the config (``{prefix}
+    dictionary_size`` and so on, saved with every checkpoint) and, when a checkpoint's config comes back with another
+    dictionary, say so, with both files, before anything is built from it. Checkpoints from before the fingerprint
+    are checked by size alone."""
+    here = os.path.join(data, dict_file)
+    size_field, print_field, file_field = (f"{prefix}dictionary_{x}" for x in ("size", "fingerprint", "file"))
+    trained, trained_print = safe_getattr(args, size_field, None), safe_getattr(args, print_field, None)
+    trained_file = safe_getattr(args, file_field, None) or f"<the training data-bin>/{dict_file}"
+    fix = (f"binarise the text with the checkpoint's own dictionary (fairseq-preprocess {preprocess_flag} "
+           f"{trained_file} ...)")
+    if trained is not None and trained != len(dictionary):
+        raise ValueError(f"the dictionary of {data} ({here}) has {len(dictionary):,} entries, but the checkpoint was "
+                         f"trained with a {trained:,}-entry dictionary ({trained_file}): {fix}")
+    fingerprint = dictionary_fingerprint(dictionary)
+    if trained_print is not None and trained_print != fingerprint:
+        raise ValueError(f"the dictionary of {data} ({here}) is not the one the checkpoint was trained with "
+                         f"({trained_file}): both have {len(dictionary):,} entries, but other words at other ids, so "
+                         f"every score would be wrong: {fix}")
+    with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
+        if trained is None:
+            setattr(args, size_field, len(dictionary))
+        if trained_print is None and trained is None:  # a checkpoint from before the fingerprint keeps the size check
+            setattr(args, print_field, fingerprint)
+            setattr(args, file_field, str(Path(here).resolve()) if os.path.exists(here) else here)
