@@ -10,6 +10,9 @@ the dictionary against the checkpoint, and the criterion against the model. Each
   Checkpoints from before the fingerprint keep loading with the size check.
 - Criterion: fairseq's ``adaptive_loss`` needs fairseq's own adaptive softmax; with our models it is refused when the
   criterion is built, naming ours.
+- Checkpoint files: an empty, damaged or foreign file is named with what to do (:func:`read_checkpoint`), never with
+  torch's advice to load it with ``weights_only=False``; our hub classes and scripts also check the model kind and
+  the task a checkpoint holds before loading it (:func:`check_checkpoint`).
 
 :func:`guard_task` installs the data and criterion checks on a task instance (our task does so itself; our models do
 it for fairseq's ``language_modeling`` and ``translation``); nothing of fairseq's classes changes.
@@ -18,11 +21,14 @@ it for fairseq's ``language_modeling`` and ``translation``); nothing of fairseq'
 import contextlib
 import hashlib
 import os
+import pickle
 import struct
+import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+import torch
 from fairseq.utils import safe_getattr
 from omegaconf import DictConfig, open_dict
 
@@ -188,3 +194,123 @@ def check_dictionary(args, dictionary, data: str, prefix: str = "", dict_file: s
         if trained_print is None and trained is None:  # a checkpoint from before the fingerprint keeps the size check
             setattr(args, print_field, fingerprint)
             setattr(args, file_field, str(Path(here).resolve()) if os.path.exists(here) else here)
+
+
+# ------------------------------------------------------------------------------------------------- checkpoint files
+def unreadable_checkpoint(path: str, reason: str) -> ValueError:
+    return ValueError(f"{path} {reason}: use another checkpoint of the run (checkpoint_best.pt, or a numbered "
+                      f"checkpoint*_*.pt; fairseq-train --restore-file PATH resumes from one)")
+
+
+def check_checkpoint_file(path: str) -> None:
+    """What can be told from the file alone: it exists, is not empty, and is a zip archive (torch's format) or an
+    older pickle."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise unreadable_checkpoint(path, "is empty (0 bytes; a save was cut off)")
+
+
+def read_failure(path: str, error: BaseException) -> ValueError:
+    """The error to raise for a checkpoint torch could not read: the file named, never torch's advice to load an
+    untrusted file with ``weights_only=False``."""
+    if isinstance(error, EOFError):
+        return unreadable_checkpoint(path, "ends early (a save was cut off)")
+    if isinstance(error, OSError):
+        return unreadable_checkpoint(path, f"could not be read as a checkpoint ({error}; damaged or cut short?)")
+    if zipfile.is_zipfile(path):
+        return unreadable_checkpoint(path, "holds objects a fairseq checkpoint does not (it is not one, or was "
+                                           "written by other code)")
+    return unreadable_checkpoint(path, "is not a checkpoint torch can read (damaged, cut short, or another kind "
+                                       "of file)")
+
+
+def read_checkpoint(path: str) -> dict:
+    """A fairseq checkpoint (``torch.load``, weights only, memory-mapped), or a ValueError naming the file and the
+    fix."""
+    check_checkpoint_file(path)
+    try:
+        state = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path))
+    except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as e:
+        raise read_failure(path, e) from None
+    return fairseq_state(path, state)
+
+
+def fairseq_state(path: str, state) -> dict:
+    if not isinstance(state, dict) or "model" not in state or not ({"cfg", "args"} & set(state)):
+        raise unreadable_checkpoint(path, "is not a fairseq checkpoint (it has no model weights and config)")
+    return state
+
+
+def named_load_failures(load_checkpoint_to_cpu):
+    """fairseq's ``load_checkpoint_to_cpu``, whose read failures name the file (installed by ``fairseq_fixes``)."""
+
+    def wrapped(path, *args, **kwargs):
+        if os.path.isfile(path):
+            check_checkpoint_file(path)
+        try:
+            return fairseq_state(path, load_checkpoint_to_cpu(path, *args, **kwargs))
+        except (pickle.UnpicklingError, EOFError, OSError) as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise read_failure(path, e) from None
+        except KeyError as e:  # fairseq's upgrade of the loaded state found a field of its checkpoints missing
+            raise unreadable_checkpoint(path, f"is not a fairseq checkpoint (it has no {e})") from None
+        except RuntimeError as e:
+            if "zip archive" in str(e) or "PytorchStreamReader" in str(e):
+                raise read_failure(path, e) from None
+            raise
+
+    wrapped.__wrapped__ = load_checkpoint_to_cpu
+    wrapped._fairseq_adaptive_fix = True
+    return wrapped
+
+
+def _section(state: dict, name: str) -> dict:
+    """A section of a checkpoint's config as a dict (argparse-era models keep a Namespace there, or in ``args``)."""
+    cfg = state.get("cfg")
+    section = cfg.get(name) if cfg is not None else state.get("args")
+    return vars(section) if hasattr(section, "__dict__") and not isinstance(section, dict) else dict(section or {})
+
+
+def model_name(state: dict) -> str:
+    model = _section(state, "model")
+    return str(model.get("_name") or model.get("arch") or "?")
+
+
+def task_name(state: dict) -> str:
+    task = _section(state, "task")
+    return str(task.get("_name") or task.get("task") or "?")
+
+
+def check_checkpoint(path: str, model_class, tasks: Sequence[str], loader: str) -> dict:
+    """Before loading ``path`` for ``model_class``: a readable fairseq checkpoint of that kind of model, trained with one
+    of ``tasks``; otherwise say what it is and what loads it."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+
+    state = read_checkpoint(path)
+    name, task = model_name(state), task_name(state)
+    cls = ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)
+    if cls is None or not issubclass(cls, model_class) or task not in tasks:
+        raise ValueError(f"{path} holds a {name} model trained with --task {task}, not a {model_class.__name__} "
+                         f"({', '.join(tasks)}): {loader}")
+    return state
+
+
+def check_hub_paths(model_class, model_name_or_path, checkpoint_file: str, data_name_or_path: str,
+                    tasks: Sequence[str], dict_files, loader: str) -> None:
+    """``from_pretrained`` on local paths: the folder, the checkpoint (readable, of ``model_class``, trained with one
+    of ``tasks``) and the dictionaries (``dict_files(state)``) in the data folder, checked before fairseq loads
+    anything. Names of downloadable models are left to fairseq."""
+    if not isinstance(model_name_or_path, (str, Path)) or model_name_or_path in (model_class.hub_models() or {}):
+        return
+    folder = Path(model_name_or_path)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder: give the folder that holds the checkpoint "
+                         f"(from_pretrained(FOLDER, checkpoint_file=NAME, data_name_or_path=DATA_BIN))")
+    state = check_checkpoint(str(folder / checkpoint_file), model_class, tasks, loader)
+    data = folder / data_name_or_path if str(data_name_or_path).startswith(".") else Path(data_name_or_path)
+    for name in dict_files(state):
+        if not (data / name).is_file():
+            raise ValueError(f"{data / name} does not exist: give the data-bin folder the model was trained with "
+                             f"(the one holding its {name}) as data_name_or_path")

@@ -10,6 +10,8 @@ a process that only imports the plugin keeps fairseq exactly as it is.
   the copy leaves a truncated ``checkpoint_last.pt`` and the next plain resume fails. Our copy writes a temporary
   file beside the target, flushes it to disk and renames it into place: the target is always the old or the new
   complete file.
+- Checkpoint reads: an empty, damaged or foreign checkpoint (a resume's ``checkpoint_last.pt``) is named with what to
+  do (``checks.named_load_failures``), instead of torch's advice to load it with ``weights_only=False``.
 """
 
 import contextlib
@@ -21,6 +23,8 @@ import numpy as np
 from fairseq import checkpoint_utils
 from fairseq.data import data_utils
 from fairseq.file_io import PathManager
+
+from .checks import named_load_failures
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +91,5 @@ def apply() -> None:
         checkpoint_utils.PathManager = AtomicCopyPathManager
         logger.info("fairseq's checkpoint copies (checkpoint_last.pt, checkpoint_best.pt) are now written to a "
                     "temporary file and renamed into place, so a kill or a full disk cannot leave them truncated")
+    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_adaptive_fix", False):
+        checkpoint_utils.load_checkpoint_to_cpu = named_load_failures(checkpoint_utils.load_checkpoint_to_cpu)

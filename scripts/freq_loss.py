@@ -126,9 +126,18 @@ def main(argv=None):
     if not (Path(args.data) / "dict.txt").exists():
         sys.exit(f"error: {args.data} has no dict.txt: pass the binarised data directory the checkpoints were "
                  f"trained on (fairseq-preprocess --destdir)")
+    import fairseq_adaptive  # noqa: F401  (registers our models, so their checkpoints can be told apart)
+    from fairseq.models import FairseqLanguageModel
+
+    from fairseq_adaptive.checks import check_checkpoint
+
     for path in args.checkpoints:
-        if not Path(path).is_file():
-            sys.exit(f"error: no checkpoint at {path}")
+        try:  # a language model of any kind, readable, before anything is loaded
+            check_checkpoint(path, FairseqLanguageModel, ("language_modeling", "adaptive_language_modeling"),
+                             "this script scores language models; translation models are scored by fairseq-generate "
+                             "--score-reference")
+        except ValueError as e:
+            sys.exit(f"error: {e}")
     try:
         edges = [int(e) for e in args.edges.split(",")]
     except ValueError:

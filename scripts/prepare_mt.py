@@ -33,6 +33,9 @@ from pathlib import Path
 SPLITS = ("train", "valid", "test")
 
 
+MIN_TRAIN_PAIRS = 100
+
+
 def read_pairs(src_dir: Path, split: str, src: str, tgt: str):
     for name in (f"{split}.tsv.gz", f"{split}.tsv"):
         path = src_dir / name
@@ -77,6 +80,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         pairs = {split: read_pairs(args.src_dir, split, args.src, args.tgt) for split in SPLITS}
+        for split, (source, _) in pairs.items():  # before anything is written
+            need = MIN_TRAIN_PAIRS if split == "train" else 1
+            if len(source) < need:
+                sys.exit(f"{args.src_dir}: the {split} split holds {len(source)} sentence pairs; it needs at least "
+                         f"{need} (sentencepiece and the dictionary are learnt from train): give the corpus's own "
+                         f"{split} pairs")
         for split, (source, target) in pairs.items():
             (tmp / f"{split}.{args.src}").write_text("\n".join(source) + "\n", encoding="utf-8")
             (tmp / f"{split}.{args.tgt}").write_text("\n".join(target) + "\n", encoding="utf-8")

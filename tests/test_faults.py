@@ -190,3 +190,115 @@ def test_checkpoints_without_a_fingerprint_keep_loading():
     state = torch.load(HERE / "lm_adaptive" / "checkpoint.pt", weights_only=False)
     assert "dictionary_fingerprint" not in state["cfg"]["model"]
     assert score(HERE / "lm_adaptive", CASES["lm_adaptive"])["target_log_probs"].isfinite().all()
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(lm_data, tmp_path_factory):
+    ckpt = tmp_path_factory.mktemp("lm_ckpt")
+    run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "2"])
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def mt_checkpoint(mt_data, tmp_path_factory):
+    from .test_translation import TRAIN as MT_TRAIN
+
+    ckpt = tmp_path_factory.mktemp("mt_ckpt")
+    run_cli(train.cli_main, [mt_data, *MT_TRAIN, "--save-dir", ckpt, "--max-update", "2"])
+    return ckpt
+
+
+def damaged(kind, folder):
+    path = folder / f"{kind}.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "random":
+        path.write_bytes(os.urandom(5000))
+    elif kind == "cut":
+        path.write_bytes((folder / "checkpoint_last.pt").read_bytes()[:20_000])
+    else:
+        torch.save({"weights": torch.ones(3)}, path)  # readable, but no fairseq checkpoint
+    return path
+
+
+CHECKPOINT_FAULTS = {"empty": "is empty \\(0 bytes; a save was cut off\\)",
+                     "random": "is not a checkpoint torch can read",
+                     "cut": "is not a checkpoint torch can read|ends early|could not be read as a checkpoint",
+                     "foreign": "is not a fairseq checkpoint"}
+
+
+@pytest.mark.parametrize("kind", sorted(CHECKPOINT_FAULTS))
+def test_damaged_checkpoints_are_named_by_the_hub_and_by_a_resume(lm_data, lm_checkpoint, tmp_path, kind):
+    from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(lm_checkpoint, folder)
+    path = damaged(kind, folder)
+    message = rf"{path} (?:{CHECKPOINT_FAULTS[kind]}).*: use another checkpoint of the run"
+    with pytest.raises(ValueError, match=message) as error:
+        AdaptiveLanguageModel.from_pretrained(str(folder), path.name, str(lm_data))
+    assert "weights_only" not in str(error.value)
+    path.replace(folder / "checkpoint_last.pt")  # the file a plain resume reads
+    with pytest.raises(ValueError, match=message.replace(str(path), str(folder / "checkpoint_last.pt"))):
+        run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", folder, "--max-update", "4"])
+
+
+def test_entry_points_check_what_they_are_given(lm_data, mt_data, lm_checkpoint, mt_checkpoint, tmp_path):
+    from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
+    from fairseq_adaptive.models.adaptive_transformer import AdaptiveTransformerModel
+
+    from .conftest import load_script
+
+    last = "checkpoint_last.pt"
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/nowhere/dict.txt does not exist: give the data-bin folder"):
+        AdaptiveLanguageModel.from_pretrained(str(lm_checkpoint), last, str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match=r"holds a adaptive_transformer_tiny model trained with --task translation, "
+                                         r"not a AdaptiveLanguageModel .*AdaptiveTransformerModel.from_pretrained"):
+        AdaptiveLanguageModel.from_pretrained(str(mt_checkpoint), last, str(mt_data))
+    with pytest.raises(ValueError, match=r"holds a adaptive_lm_tiny model trained with --task "
+                                         r"adaptive_language_modeling, not a AdaptiveTransformerModel"):
+        AdaptiveTransformerModel.from_pretrained(str(lm_checkpoint), last, str(lm_data))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/missing is not a folder"):
+        AdaptiveLanguageModel.from_pretrained(str(tmp_path / "missing"), last, str(lm_data))
+    with pytest.raises(SystemExit, match=r"holds a adaptive_transformer_tiny model .*fairseq-generate --score-reference"):
+        load_script("freq_loss").main([str(lm_data), str(mt_checkpoint / last)])
+
+
+def test_fairseqs_adaptive_loss_is_refused_with_ours_named(lm_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    flags = [flag if flag != "adaptive_cross_entropy" else "adaptive_loss" for flag in OURS]
+    with pytest.raises(ValueError, match=r"^--criterion adaptive_loss needs fairseq's own adaptive softmax.*"
+                                         r"use --criterion adaptive_cross_entropy"):
+        run_cli(train.cli_main, [lm_data, *TRAIN, *flags, "--save-dir", ckpt, "--max-update", "2"])
+    assert not any(ckpt.glob("*.pt"))
+
+
+@pytest.mark.parametrize("split,text", [("train", ""), ("train", "a few words only\n"), ("valid", "\n")])
+def test_prepare_lm_refuses_empty_inputs_before_writing(tmp_path, split, text):
+    import gzip
+
+    from .conftest import SAMPLE
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("train", "valid", "test"):
+        with gzip.open(SAMPLE / f"{name}.txt.gz", "rt") as f:
+            (src / f"{name}.txt").write_text(f.read(20_000))
+    (src / f"{split}.txt").write_text(text)
+    done = subprocess.run(["bash", ROOT / "scripts" / "prepare_lm.sh", src, tmp_path / "dest"], capture_output=True,
+                          text=True)
+    words = len(text.split())
+    assert done.returncode == 1 and f"{split}.txt(.gz) holds {words} words; {split} needs at least" in done.stderr
+    assert not (tmp_path / "dest").exists()
+
+
+def test_prepare_mt_refuses_empty_inputs_before_writing(tmp_path):
+    from .conftest import load_script
+
+    src = tmp_path / "raw"
+    src.mkdir()
+    for split, n in (("train", 30), ("valid", 5), ("test", 5)):
+        (src / f"{split}.tsv").write_text("".join(f"hello {i}\thallo {i}\n" for i in range(n)))
+    with pytest.raises(SystemExit, match=r"the train split holds 30 sentence pairs; it needs at least 100"):
+        load_script("prepare_mt").main([str(src), str(tmp_path / "dest"), "--workers", "1"])
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "dest.partial").exists()

@@ -19,7 +19,7 @@ from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
-from ..checks import check_dictionary, data_of, guard_task
+from ..checks import check_dictionary, check_hub_paths, data_of, guard_task
 from .config import FastPathConfig, LanguageModelDefineConfig
 from .transformer_body import AdaptiveDecoder
 from .vocab_flags import LM, describe
@@ -69,3 +69,14 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
         embedder = build_embedder(layers.input)
         decoder = AdaptiveDecoder(args, task.target_dictionary, embedder, layers.output, no_encoder_attn=True)
         return cls(decoder)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub loader, after checking the folder, the checkpoint's kind and the dictionary."""
+        check_hub_paths(cls, model_name_or_path, checkpoint_file, data_name_or_path, LM_TASKS,
+                        lambda state: ["dict.txt"],
+                        "load a translation checkpoint with AdaptiveTransformerModel.from_pretrained or fairseq-generate")
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
+
+
+LM_TASKS = ("language_modeling", "adaptive_language_modeling")

@@ -20,7 +20,7 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
-from ..checks import check_dictionary, data_of, guard_task, task_setting
+from ..checks import check_dictionary, check_hub_paths, data_of, guard_task, task_setting
 from .config import FastPathConfig, TranslationDefineConfig, fill_dataclass_defaults, keep_widths_unset
 from .config import set_defaults as _set
 from .transformer_body import AdaptiveDecoder, AdaptiveEncoder
@@ -91,6 +91,19 @@ class AdaptiveTransformerModel(TransformerModel):
         decoder = AdaptiveDecoder(args, tgt_dict, decoder_embed, decoder_layers.output,
                                   no_encoder_attn=args.no_cross_attention)
         return cls(args, encoder, decoder)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        """fairseq's hub loader, after checking the folder, the checkpoint's kind and the dictionaries."""
+        def dict_files(state):
+            task = (state.get("cfg") or {}).get("task") or {}
+            langs = [kwargs.get(side) or task.get(side) for side in ("source_lang", "target_lang")]
+            return [f"dict.{lang}.txt" for lang in langs if lang]  # inferred from the data's names: not known here
+
+        check_hub_paths(cls, model_name_or_path, checkpoint_file, data_name_or_path, ("translation",), dict_files,
+                        "load a language-model checkpoint with AdaptiveLanguageModel.from_pretrained or "
+                        "fairseq-eval-lm")
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
 
 def _fill_defaults(args) -> None:
