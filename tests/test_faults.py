@@ -117,7 +117,13 @@ def empty_split(data):
         shutil.copyfile(data / "out" / f"train.{ext}", data / f"train.{ext}")
 
 
+def random_bytes(path):
+    path.write_bytes(os.urandom(path.stat().st_size))
+
+
 DATA_FAULTS = {
+    "random bytes as train.bin": (lambda d: random_bytes(d / "train.bin"), r"train.bin holds token id [\d,]+, past "
+                                                                             r"the [\d,]+-entry dictionary"),
     "ids past the dictionary": (smaller_dictionary, r"valid.bin holds token id [\d,]+, past the 204-entry dictionary "
                                                     r".*dict.txt: it was binarised with another dictionary"),
     "truncated .bin": (lambda d: truncate(d / "train.bin", 1000), r"train.bin is cut short \(1,000 of the [\d,]+ bytes "
