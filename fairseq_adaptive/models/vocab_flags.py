@@ -7,7 +7,7 @@ decoder, ``--define-dim`` for a language model), the value, and the fix. Modules
 """
 
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from fairseq.utils import safe_getattr
 
@@ -45,6 +45,20 @@ MT_DECODER = Side("adaptive_input", ("adaptive_input_cutoff",), "decoder_define_
 class VocabLayers:
     input: InputSpec
     output: Optional[OutputSpec]
+    derived: Tuple[str, ...] = ()  # the cutoff flags given as auto (or left unset with adaptive input), derived
+
+
+AutoCutoffs = Optional[Callable[[], List[int]]]
+
+
+def read_cutoff(args, name: str, hint: str, auto: AutoCutoffs, derived: List[str], unset_is_auto: bool = False):
+    """The cutoffs of flag ``name``: parsed, or derived by ``auto`` where they are ``auto`` (or unset, where that
+    means auto); the flags derived are appended to ``derived``."""
+    value = _get(args, name)
+    if auto is not None and (is_auto(value) or (unset_is_auto and value in (None, ""))):
+        derived.append(name)
+        return list(auto())
+    return parse_cutoff(value, name, hint)
 
 
 def flag(name: str) -> str:
@@ -131,9 +145,9 @@ def check_frequency_sorted(dictionary, what: str = "dict.txt") -> None:
             )
 
 
-def describe(args, dictionary, side: Side = LM, tied_input: Optional[InputSpec] = None) -> VocabLayers:
-    """One side's vocabulary layers from the flags and the dictionary, validated. ``tied_input``: the input layer
-    this side's output is tied to when it is another side's (one shared layer, ``--share-all-embeddings``)."""
+def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None) -> VocabLayers:
+    """One side's vocabulary layers from the flags and the dictionary, validated. ``auto_cutoffs`` derives the cutoffs
+    given as ``auto`` (our language-modelling task passes one; elsewhere ``auto`` is refused with the fix)."""
     vocab = len(dictionary)
     model_dim = _get(args, side.model_dim)
     raw_define = _get(args, side.define_dim)
@@ -150,10 +164,10 @@ def describe(args, dictionary, side: Side = LM, tied_input: Optional[InputSpec] 
         )
     width = define_dim or input_dim or model_dim
 
-    cutoff = None
+    cutoff, derived = None, []
     if adaptive:
         name = next((n for n in side.cutoffs if _get(args, n) not in (None, "")), side.cutoffs[0])
-        cutoff = parse_cutoff(_get(args, name), name, side.cutoff_hint)
+        cutoff = read_cutoff(args, name, side.cutoff_hint, auto_cutoffs, derived, unset_is_auto=True)
         if cutoff is None:
             raise ValueError(f"{flag(side.adaptive_input)} needs {' or '.join(map(flag, side.cutoffs))} "
                              f"({side.cutoff_hint})")
@@ -163,10 +177,10 @@ def describe(args, dictionary, side: Side = LM, tied_input: Optional[InputSpec] 
     spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None,
                      _get(args, "adaptive_input_factor", 4.0), define,
                      not _get(args, "no_scale_embedding", False))
-    output = _describe_output(args, vocab, side, tied_input or spec, model_dim) if side.scores else None
+    output = _describe_output(args, vocab, side, spec, model_dim, auto_cutoffs, derived) if side.scores else None
     if spec.adaptive or (output is not None and output.adaptive):
         check_frequency_sorted(dictionary)
-    return VocabLayers(spec, output)
+    return VocabLayers(spec, output, tuple(derived))
 
 
 def check_one_input_layer(args, src_dict, tgt_dict) -> None:
@@ -190,9 +204,10 @@ def check_one_input_layer(args, src_dict, tgt_dict) -> None:
                          f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
 
 
-def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim: int) -> OutputSpec:
+def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim: int, auto_cutoffs: AutoCutoffs,
+                     derived: List[str]) -> OutputSpec:
     hint = side.cutoff_hint.replace("20000,60000", "20000,60000 as --adaptive-input-cutoff")
-    cutoff = parse_cutoff(_get(args, "adaptive_softmax_cutoff"), "adaptive_softmax_cutoff", hint)
+    cutoff = read_cutoff(args, "adaptive_softmax_cutoff", hint, auto_cutoffs, derived)
     tie_weights = bool(_get(args, "tie_adaptive_weights", False))
     tie_proj = bool(_get(args, "tie_adaptive_proj", False))
     share = bool(_get(args, "share_decoder_input_output_embed", False))

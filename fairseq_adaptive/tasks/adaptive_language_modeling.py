@@ -13,11 +13,10 @@ from typing import List, Sequence
 from fairseq.data import Dictionary
 from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
-from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
 from ..checks import check_dictionary, data_of, guard_task
-from ..models.vocab_flags import LM, check_frequency_sorted, describe, is_auto
+from ..models.vocab_flags import LM, check_frequency_sorted, describe
 
 logger = logging.getLogger(__name__)
 
@@ -103,19 +102,21 @@ class AdaptiveLanguageModelingTask(LanguageModelingTask):
         return super().build_model(args, from_checkpoint)
 
     def resolve_cutoffs(self, args, dictionary: Dictionary) -> None:
-        """Replace ``auto`` cutoffs in the model config (in place, so checkpoints store the numbers), then log the
-        share of training tokens in each band of the (checked) description."""
-        names = [n for n in ("adaptive_input_cutoff", "adaptive_softmax_cutoff") if is_auto(safe_getattr(args, n))]
-        if safe_getattr(args, "adaptive_input", False) and safe_getattr(args, "adaptive_input_cutoff") is None:
-            names.append("adaptive_input_cutoff")
-        if names:
-            check_frequency_sorted(dictionary)
-            coverage = parse_coverage(self.args.cutoff_coverage)
-            derived = derive_cutoffs(dictionary, coverage)
-            logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
-            for name in names:
-                setattr(args, name, ",".join(map(str, derived)))
-        layers = describe(args, dictionary, LM)
+        """Derive the cutoffs given as ``auto`` (or left unset with adaptive input) and write the numbers into the
+        model config, so checkpoints store them; log the share of training tokens in each band."""
+        derived: List[int] = []
+
+        def auto() -> List[int]:
+            if not derived:
+                check_frequency_sorted(dictionary)
+                coverage = parse_coverage(self.args.cutoff_coverage)
+                derived.extend(derive_cutoffs(dictionary, coverage))
+                logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
+            return derived
+
+        layers = describe(args, dictionary, LM, auto_cutoffs=auto)
+        for name in layers.derived:
+            setattr(args, name, ",".join(map(str, derived)))
         for name, spec in (("adaptive_input_cutoff", layers.input), ("adaptive_softmax_cutoff", layers.output)):
             if spec.cutoff is not None:
                 fractions = band_fractions(dictionary, spec.cutoff)
