@@ -25,7 +25,7 @@ import pickle
 import struct
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from fairseq.utils import safe_getattr
 from omegaconf import DictConfig, open_dict
 
 _MMAP_MAGIC = b"MMIDIDX\x00\x00"
+_OTHER_MAGICS = (b"TNTIDX\x00\x00", b"HUFFIDX\x00")  # fairseq's cached/lazy and Huffman formats: read by fairseq
 _HEADER = struct.Struct("<9sQBQ")  # magic, version, dtype code, number of sentences
 _DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.double,
            8: np.uint16, 9: np.uint32, 10: np.uint64}
@@ -54,8 +55,9 @@ def data_of(task) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- data files
-def largest_id(prefix: str, dictionary_size: int) -> int:
-    """Check ``prefix.idx`` / ``prefix.bin`` (fairseq's memory-mapped format) and return the largest token id."""
+def largest_id(prefix: str, dictionary_size: int) -> Optional[int]:
+    """Check ``prefix.idx`` / ``prefix.bin`` (fairseq's memory-mapped format) and return the largest token id (None
+    for fairseq's other formats, which fairseq reads and checks itself)."""
     idx, bin_ = prefix + ".idx", prefix + ".bin"
     redo = "re-run fairseq-preprocess for this split (the file is damaged or was cut short)"
     if not os.path.exists(bin_):
@@ -66,6 +68,8 @@ def largest_id(prefix: str, dictionary_size: int) -> int:
         return _CHECKED[key]
     with open(idx, "rb") as f:
         header = f.read(_HEADER.size)
+    if header[:8] in _OTHER_MAGICS:
+        return None
     if len(header) < _HEADER.size or header[:9] != _MMAP_MAGIC:
         raise ValueError(f"{idx} is not a fairseq index ({os.path.getsize(idx)} bytes, "
                          f"{'too short' if len(header) < _HEADER.size else 'wrong header'}): {redo}, with the default "
@@ -96,7 +100,7 @@ def largest_id(prefix: str, dictionary_size: int) -> int:
 
 def check_ids(prefix: str, dictionary, dict_file: str) -> None:
     top = largest_id(prefix, len(dictionary))
-    if top >= len(dictionary):
+    if top is not None and top >= len(dictionary):
         raise ValueError(
             f"{prefix}.bin holds token id {top:,}, past the {len(dictionary):,}-entry dictionary {dict_file}: it was "
             f"binarised with another dictionary. Binarise it with this one (fairseq-preprocess --srcdict {dict_file}), "
@@ -120,6 +124,8 @@ def split_files(task, split: str) -> List[Tuple[str, object, str]]:
                 if pair is None:
                     break
                 for lang, d in ((src, task.source_dictionary), (tgt, task.target_dictionary)):
+                    if not os.path.exists(os.path.join(directory, f"{pair}.{lang}.idx")):
+                        continue  # a source-only split (fairseq-generate on text without references)
                     found.append((os.path.join(directory, f"{pair}.{lang}"), d,
                                   os.path.join(directory, f"dict.{lang}.txt")))
             else:
@@ -131,7 +137,7 @@ def split_files(task, split: str) -> List[Tuple[str, object, str]]:
 
 
 def check_split(task, split: str) -> None:
-    if (task_setting(task, "dataset_impl") or "mmap") != "mmap":
+    if (task_setting(task, "dataset_impl") or "mmap") not in ("mmap", "infer"):
         return  # other formats: fairseq's own reading
     for prefix, dictionary, dict_file in split_files(task, split):
         check_ids(prefix, dictionary, dict_file)
@@ -305,12 +311,17 @@ def check_hub_paths(model_class, model_name_or_path, checkpoint_file: str, data_
     if not isinstance(model_name_or_path, (str, Path)) or model_name_or_path in (model_class.hub_models() or {}):
         return
     folder = Path(model_name_or_path)
+    if folder.is_file() or "://" in str(folder):
+        return  # an archive or a URL: fairseq unpacks or downloads it
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: give the folder that holds the checkpoint "
                          f"(from_pretrained(FOLDER, checkpoint_file=NAME, data_name_or_path=DATA_BIN))")
-    state = check_checkpoint(str(folder / checkpoint_file), model_class, tasks, loader)
+    states = [check_checkpoint(str(folder / name), model_class, tasks, loader)
+              for name in str(checkpoint_file).split(os.pathsep)]  # an ensemble: a.pt:b.pt
     data = folder / data_name_or_path if str(data_name_or_path).startswith(".") else Path(data_name_or_path)
-    for name in dict_files(state):
+    if data.is_file() or "://" in str(data):
+        return
+    for name in dict_files(states[0]):
         if not (data / name).is_file():
             raise ValueError(f"{data / name} does not exist: give the data-bin folder the model was trained with "
                              f"(the one holding its {name}) as data_name_or_path")

@@ -308,3 +308,27 @@ def test_prepare_mt_refuses_empty_inputs_before_writing(tmp_path):
     with pytest.raises(SystemExit, match=r"the train split holds 30 sentence pairs; it needs at least 100"):
         load_script("prepare_mt").main([str(src), str(tmp_path / "dest"), "--workers", "1"])
     assert not (tmp_path / "dest").exists() and not (tmp_path / "dest.partial").exists()
+
+
+def test_the_hub_loads_an_ensemble(lm_data, lm_checkpoint):
+    from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
+
+    hub = AdaptiveLanguageModel.from_pretrained(str(lm_checkpoint), "checkpoint_last.pt:checkpoint_last.pt", str(lm_data))
+    assert len(hub.models) == 2
+
+
+def test_a_source_only_translation_split_and_older_formats_are_left_to_fairseq(mt_data, tmp_path):
+    from fairseq import options, tasks
+
+    from fairseq_adaptive.checks import check_split, largest_id
+
+    data = tmp_path / "bin"
+    shutil.copytree(mt_data, data)
+    for ext in ("bin", "idx"):
+        (data / f"test.en-de.de.{ext}").unlink()  # generation on text without references
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        str(data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny"])
+    check_split(tasks.setup_task(args), "test")
+    (data / "old.idx").write_bytes(b"TNTIDX\x00\x00" + bytes(40))  # fairseq's cached/lazy format
+    (data / "old.bin").write_bytes(bytes(8))
+    assert largest_id(str(data / "old"), 100) is None

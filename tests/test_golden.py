@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from .golden.golden import CASES, HERE, load, score
+from .golden.init_digest import ARCHS, digest
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -23,3 +24,11 @@ def test_golden_parameter_order_matches_the_saved_optimizer_state(name):
     model, _ = load(HERE / name)
     state = torch.load(HERE / name / "checkpoint.pt", weights_only=False)
     assert [list(p.shape) for p in model.parameters()] == state["order"]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_a_seed_initialises_as_an_earlier_version_did(arch):
+    """Same seed, same initial weights as the version that wrote init_seed0.pt (the order in which the layers are
+    built draws from the seed's stream)."""
+    expected = torch.load(HERE / "init_seed0.pt")[arch]
+    assert digest(arch) == expected

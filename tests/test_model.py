@@ -174,6 +174,20 @@ def test_full_softmax_loss_goes_through_the_engine_from_features(lm_data):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_no_causal_sdpa_is_honoured_with_a_hydra_config(lm_data):
+    """fairseq's TransformerConfig drops unknown keys of a DictConfig (the hydra and dataclass route): the decoder
+    reads --no-causal-sdpa itself."""
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    from fairseq_adaptive.models.causal_attention import CausalDecoderLayer
+
+    for flags, causal in (([], True), (["--no-causal-sdpa"], False)):
+        args = parse(lm_data, "adaptive_lm_tiny", *flags)
+        cfg = convert_namespace_to_omegaconf(args)
+        model = tasks.setup_task(cfg.task).build_model(cfg.model)
+        assert all(isinstance(layer, CausalDecoderLayer) == causal for layer in model.decoder.layers)
+
+
 def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
     """The SDPA route and fairseq's masked attention: same outputs and gradients from the same weights; the route
     is taken for full sequences and left for padded batches and incremental decoding."""

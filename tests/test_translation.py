@@ -296,3 +296,16 @@ def test_report_accuracy_from_features_equals_fairseqs(mt_data, kind):
         _, _, ref = theirs(model, sample)
     assert int(got["total"]) == int(ref["total"]) == 19
     assert int(got["n_correct"]) == int(ref["n_correct"]) >= 7
+
+
+def test_share_all_with_a_redundant_share_decoder_flag_and_a_tied_adaptive_softmax_builds():
+    """Earlier versions dropped --share-decoder-input-output-embed under --share-all-embeddings with an adaptive
+    softmax; it still builds, and a full-softmax width error names the flag that ties."""
+    flags = ["--share-all-embeddings", "--share-decoder-input-output-embed", "--adaptive-input",
+             "--encoder-adaptive-input", "--adaptive-input-cutoff", "100,300", "--adaptive-softmax-cutoff", "100,300",
+             "--tie-adaptive-weights"]
+    model = build_meta("adaptive_transformer_tiny", 600, *flags)
+    assert model.decoder.scorer.softmax.head_words is model.encoder.embed_tokens.embedding.embeddings[0][0].weight
+    with pytest.raises(ValueError, match=r"^--share-all-embeddings shares an input table that ends at "
+                                         r"--decoder-input-dim \(32\): --decoder-output-dim \(16\) must equal it"):
+        build_meta("adaptive_transformer_tiny", 600, "--share-all-embeddings", "--decoder-output-dim", "16")

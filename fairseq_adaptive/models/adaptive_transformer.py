@@ -82,8 +82,8 @@ class AdaptiveTransformerModel(TransformerModel):
         guard_task(task)
         if args.share_all_embeddings:
             check_one_input_layer(args, src_dict, tgt_dict)
-        encoder_layers = describe(args, src_dict, MT_ENCODER)
-        decoder_layers = describe(args, tgt_dict, MT_DECODER)
+        encoder_layers = describe(args, src_dict, MT_ENCODER, dict_file=f"dict.{src}.txt")
+        decoder_layers = describe(args, tgt_dict, MT_DECODER, dict_file=f"dict.{tgt}.txt")
         encoder_embed = build_embedder(encoder_layers.input)
         # one input layer for both sides; the output layer ties to it as the flags say
         decoder_embed = encoder_embed if args.share_all_embeddings else build_embedder(decoder_layers.input)

@@ -53,6 +53,9 @@ class AdaptiveDecoder(TransformerDecoder):
         if safe_getattr(args, "base_layers", 0):
             raise ValueError("--base-layers is not supported by this package's models")
         self.output_spec = output  # read by build_output_projection, which fairseq's __init__ calls
+        # read here: fairseq's TransformerConfig keeps unknown flags of a Namespace only, not of a DictConfig
+        self.causal_sdpa = not (safe_getattr(args, "no_causal_sdpa", False)
+                                or safe_getattr(args, "cross_self_attention", False))
         super().__init__(body_view(args, embedder.embedding_dim), dictionary, embedder, no_encoder_attn)
 
     def build_output_projection(self, cfg, dictionary, embed_tokens):
@@ -62,7 +65,7 @@ class AdaptiveDecoder(TransformerDecoder):
     def build_decoder_layer(self, args, no_encoder_attn=False):
         """Layers whose full-sequence self-attention runs through causal SDPA (``causal_attention.py``), unless
         ``--no-causal-sdpa`` or ``--cross-self-attention``."""
-        if safe_getattr(args, "no_causal_sdpa", False) or safe_getattr(args, "cross_self_attention", False):
+        if not self.causal_sdpa:
             return super().build_decoder_layer(args, no_encoder_attn)
         return build_causal_decoder_layer(TransformerConfig.from_namespace(args), no_encoder_attn)
 

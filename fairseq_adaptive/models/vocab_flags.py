@@ -145,9 +145,11 @@ def check_frequency_sorted(dictionary, what: str = "dict.txt") -> None:
             )
 
 
-def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None) -> VocabLayers:
-    """One side's vocabulary layers from the flags and the dictionary, validated. ``auto_cutoffs`` derives the cutoffs
-    given as ``auto`` (our language-modelling task passes one; elsewhere ``auto`` is refused with the fix)."""
+def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None,
+             dict_file: str = "dict.txt") -> VocabLayers:
+    """One side's vocabulary layers from the flags and the dictionary (``dict_file``, for messages), validated.
+    ``auto_cutoffs`` derives the cutoffs given as ``auto`` (our language-modelling task passes one; elsewhere ``auto``
+    is refused with the fix)."""
     vocab = len(dictionary)
     model_dim = _get(args, side.model_dim)
     raw_define = _get(args, side.define_dim)
@@ -179,7 +181,7 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
                      not _get(args, "no_scale_embedding", False))
     output = _describe_output(args, vocab, side, spec, model_dim, auto_cutoffs, derived) if side.scores else None
     if spec.adaptive or (output is not None and output.adaptive):
-        check_frequency_sorted(dictionary)
+        check_frequency_sorted(dictionary, dict_file)
     return VocabLayers(spec, output, tuple(derived))
 
 
@@ -211,6 +213,7 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim
     tie_weights = bool(_get(args, "tie_adaptive_weights", False))
     tie_proj = bool(_get(args, "tie_adaptive_proj", False))
     share = bool(_get(args, "share_decoder_input_output_embed", False))
+    share_all = bool(_get(args, "share_all_embeddings", False))
     if (_get(args, "adaptive_softmax_chunk") or 0) > 0:
         raise ValueError(
             f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
@@ -222,14 +225,15 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim
         raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights")
     if cutoff is not None:
         check_cutoff(cutoff, vocab, "--adaptive-softmax-cutoff")
-        if share:
+        if share and not share_all:  # with --share-all-embeddings, earlier versions dropped the flag here
             raise ValueError("--share-decoder-input-output-embed ties a full softmax to a plain embedding; with an "
                              "adaptive softmax use --tie-adaptive-weights instead")
     # a full softmax shares the one input layer of --share-all-embeddings (translation)
-    share = share or (cutoff is None and bool(_get(args, "share_all_embeddings", False)))
+    share_flag = "--share-all-embeddings" if share_all else "--share-decoder-input-output-embed"
+    share = cutoff is None and (share or share_all)
     if share and tied_to.adaptive:
-        raise ValueError("--share-decoder-input-output-embed ties a full softmax to a plain embedding; with adaptive "
-                         "input add --adaptive-softmax-cutoff (equal to the input's) and --tie-adaptive-weights")
+        raise ValueError(f"{share_flag} ties a full softmax to a plain embedding; with adaptive input add "
+                         f"--adaptive-softmax-cutoff (equal to the input's) and --tie-adaptive-weights")
     tie = (TIE_ALL if tie_proj else TIE_WEIGHTS) if tie_weights else (TIE_WEIGHTS if share else TIE_NONE)
     # a tied output layer scores at the width of what it shares: the plain table's, n under DeFINE (through an m -> n
     # projection), m for an adaptive input's projections; untied, at the model width unless --decoder-output-dim
@@ -250,7 +254,7 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim
     if tie != TIE_NONE and width != shared:
         source = flag(side.define_dim) if tied_to.define is not None else (
             flag(side.model_dim) if tied_to.adaptive else flag(side.input_dim or side.model_dim))
-        tie_flag = "--tie-adaptive-weights" if tie_weights else "--share-decoder-input-output-embed"
+        tie_flag = "--tie-adaptive-weights" if tie_weights else share_flag
         raise ValueError(f"{tie_flag} shares an input table that ends at {source} ({shared}): "
                          f"--decoder-output-dim ({width}) must equal it")
     return OutputSpec(vocab, model_dim, width, tuple(cutoff) if cutoff else None, factor, dropout, tie)

@@ -190,13 +190,17 @@ class Scorer(nn.Module):
 def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Scorer:
     """The output layer of ``spec``, tied to ``embedder``'s table as ``spec.tie`` says (build it after the body)."""
     table = embedder.token_table() if spec.tie != TIE_NONE else None
-    project = _linear(spec.model_dim, spec.width) if spec.width != spec.model_dim else None
+    # built (so initialised, drawing from the seed's stream) in the order earlier versions built them
+    project_first = not (spec.adaptive and spec.tie != TIE_NONE)
+    project = _linear(spec.model_dim, spec.width) if project_first and spec.width != spec.model_dim else None
     if spec.adaptive:
         softmax = AdaptiveSoftmax(spec.vocab_size, spec.width, spec.cutoff, dropout=spec.dropout, factor=spec.factor,
                                   adaptive_input=table, tie_proj=spec.tie == TIE_ALL)
     else:
         softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None)
-    return Scorer(spec, softmax, project, project_first=not (spec.adaptive and spec.tie != TIE_NONE))
+    if not project_first and spec.width != spec.model_dim:
+        project = _linear(spec.model_dim, spec.width)
+    return Scorer(spec, softmax, project, project_first)
 
 
 # ------------------------------------------------------------------------------------------ earlier checkpoints
