@@ -141,7 +141,7 @@ def check_frequency_sorted(dictionary, what: str = "dict.txt") -> None:
             raise ValueError(
                 f"the dictionary ({what}) is not sorted by frequency: entry {k} '{dictionary[k]}' has count "
                 f"{counts[i]} > {counts[i - 1]} of entry {k - 1} '{dictionary[k - 1]}'. Adaptive bands are index "
-                f"ranges, so rebuild it with fairseq-preprocess (without --srcdict), or sort dict.txt by count"
+                f"ranges, so rebuild it with fairseq-preprocess (without --srcdict), or sort {what} by count"
             )
 
 
