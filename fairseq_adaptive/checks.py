@@ -37,7 +37,7 @@ _OTHER_MAGICS = (b"TNTIDX\x00\x00", b"HUFFIDX\x00")  # fairseq's cached/lazy and
 _HEADER = struct.Struct("<9sQBQ")  # magic, version, dtype code, number of sentences
 _DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64, 7: np.double,
            8: np.uint16, 9: np.uint32, 10: np.uint64}
-_CHECKED: Dict[Tuple[str, int, int, int], int] = {}  # (file, size, mtime, dictionary size) -> largest id
+_CHECKED: Dict[Tuple[str, int, int], Optional[int]] = {}  # (file, size, mtime) -> largest id
 
 
 def task_setting(task, name: str):
@@ -55,7 +55,7 @@ def data_of(task) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- data files
-def largest_id(prefix: str, dictionary_size: int) -> Optional[int]:
+def largest_id(prefix: str) -> Optional[int]:
     """Check ``prefix.idx`` / ``prefix.bin`` (fairseq's memory-mapped format) and return the largest token id (None
     for fairseq's other formats, which fairseq reads and checks itself)."""
     idx, bin_ = prefix + ".idx", prefix + ".bin"
@@ -63,7 +63,7 @@ def largest_id(prefix: str, dictionary_size: int) -> Optional[int]:
     if not os.path.exists(bin_):
         raise ValueError(f"{idx} has no data file {bin_}: {redo}")
     stat = os.stat(bin_)
-    key = (bin_, stat.st_size, stat.st_mtime_ns, dictionary_size)
+    key = (bin_, stat.st_size, stat.st_mtime_ns)
     if key in _CHECKED:
         return _CHECKED[key]
     with open(idx, "rb") as f:
@@ -99,7 +99,7 @@ def largest_id(prefix: str, dictionary_size: int) -> Optional[int]:
 
 
 def check_ids(prefix: str, dictionary, dict_file: str) -> None:
-    top = largest_id(prefix, len(dictionary))
+    top = largest_id(prefix)
     if top is not None and top >= len(dictionary):
         raise ValueError(
             f"{prefix}.bin holds token id {top:,}, past the {len(dictionary):,}-entry dictionary {dict_file}: it was "
@@ -209,8 +209,7 @@ def unreadable_checkpoint(path: str, reason: str) -> ValueError:
 
 
 def check_checkpoint_file(path: str) -> None:
-    """What can be told from the file alone: it exists, is not empty, and is a zip archive (torch's format) or an
-    older pickle."""
+    """What can be told from the file alone: it exists and is not empty."""
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such checkpoint file")
     if os.path.getsize(path) == 0:

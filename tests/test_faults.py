@@ -331,4 +331,4 @@ def test_a_source_only_translation_split_and_older_formats_are_left_to_fairseq(m
     check_split(tasks.setup_task(args), "test")
     (data / "old.idx").write_bytes(b"TNTIDX\x00\x00" + bytes(40))  # fairseq's cached/lazy format
     (data / "old.bin").write_bytes(bytes(8))
-    assert largest_id(str(data / "old"), 100) is None
+    assert largest_id(str(data / "old")) is None

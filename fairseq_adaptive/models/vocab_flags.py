@@ -12,7 +12,7 @@ from typing import Callable, List, Optional, Tuple
 from fairseq.utils import safe_getattr
 
 from ..modules.adaptive_input import band_dims, check_cutoff
-from ..modules.define import ACTIVATIONS, CONNECTIONS, TRANSFORMS, DefineOptions, define_layout
+from ..modules.define import ACTIVATIONS, DefineOptions, define_layout
 from ..modules.vocab_layers import TIE_ALL, TIE_NONE, TIE_WEIGHTS, InputSpec, OutputSpec
 
 AUTO = "auto"
@@ -95,7 +95,7 @@ def _fraction(args, name: str, default: float) -> float:
 
 
 def define_options(args) -> DefineOptions:
-    """DeFINE's options from the ``--define-*`` flags (the released unit's defaults where absent), checked."""
+    """DeFINE's options from the ``--define-*`` flags (the released unit's defaults where absent)."""
     d = DEFINE_DEFAULTS
     options = DefineOptions(
         expand_dim=_get(args, "define_expand_dim", d.expand_dim),
@@ -109,24 +109,24 @@ def define_options(args) -> DefineOptions:
         embed_dropout=_fraction(args, "define_embed_dropout", d.embed_dropout),
         cache=bool(_get(args, "define_cache", d.cache)),
     )
-    for name, value, choices in (("define_transform", options.transform, TRANSFORMS),
-                                 ("define_connection", options.connection, CONNECTIONS),
-                                 ("define_activation", options.activation, tuple(ACTIVATIONS))):
-        if value not in choices:
-            raise ValueError(f"{flag(name)}={value!r}: choose one of {', '.join(choices)}")
+    # the transform and the connection are checked by define_layout (see _define), which names the same flags
+    if options.activation not in ACTIVATIONS:
+        raise ValueError(f"--define-activation={options.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
     if options.proj_dim is not None and options.proj_dim <= 0:
         raise ValueError(f"--define-proj-dim={options.proj_dim} must be positive (unset: the model width / 2)")
     return options
 
 
 def _define(args, side: Side, width: int, model_dim: int) -> DefineOptions:
+    """DeFINE's options, checked together with the widths they meet."""
     options = define_options(args)
     if options.expand_dim < width:
         raise ValueError(
             f"--define-expand-dim={options.expand_dim} is narrower than {flag(side.define_dim)}={width}: DeFINE "
             f"expands the n-wide embedding to k, so k must be at least n (the paper: n=128, k=1024 or 4096)"
         )
-    # the unit's own layout checks (group counts that split every width, k at least d), before anything is built
+    # the unit's own layout checks (group counts that split every width, k at least d, the transform and the
+    # connection), before anything is built
     define_layout(options.projected_width(model_dim), options.expand_dim, model_dim, options.n_layers,
                   options.max_groups, options.transform, options.connection)
     return options
@@ -165,6 +165,7 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
             f"{flag(side.define_dim)} and reduces them to {flag(side.model_dim)}; drop {flag(side.input_dim)}"
         )
     width = define_dim or input_dim or model_dim
+    factor = _get(args, "adaptive_input_factor", 4.0)
 
     cutoff, derived = None, []
     if adaptive:
@@ -174,12 +175,11 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
             raise ValueError(f"{flag(side.adaptive_input)} needs {' or '.join(map(flag, side.cutoffs))} "
                              f"({side.cutoff_hint})")
         check_cutoff(cutoff, vocab, flag(name))
-        band_dims(width, _get(args, "adaptive_input_factor"), len(cutoff) + 1, "--adaptive-input-factor")
+        band_dims(width, factor, len(cutoff) + 1, "--adaptive-input-factor")
     define = _define(args, side, width, model_dim) if define_dim is not None else None
-    spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None,
-                     _get(args, "adaptive_input_factor", 4.0), define,
+    spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None, factor, define,
                      not _get(args, "no_scale_embedding", False))
-    output = _describe_output(args, vocab, side, spec, model_dim, auto_cutoffs, derived) if side.scores else None
+    output = _describe_output(args, vocab, side, spec, auto_cutoffs, derived) if side.scores else None
     if spec.adaptive or (output is not None and output.adaptive):
         check_frequency_sorted(dictionary, dict_file)
     return VocabLayers(spec, output, tuple(derived))
@@ -206,8 +206,10 @@ def check_one_input_layer(args, src_dict, tgt_dict) -> None:
                          f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
 
 
-def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, model_dim: int, auto_cutoffs: AutoCutoffs,
+def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cutoffs: AutoCutoffs,
                      derived: List[str]) -> OutputSpec:
+    """The output layer of a side whose input layer is ``tied_to`` (what a tied output shares)."""
+    model_dim = tied_to.model_dim
     hint = side.cutoff_hint.replace("20000,60000", "20000,60000 as --adaptive-input-cutoff")
     cutoff = read_cutoff(args, "adaptive_softmax_cutoff", hint, auto_cutoffs, derived)
     tie_weights = bool(_get(args, "tie_adaptive_weights", False))
