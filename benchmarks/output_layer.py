@@ -55,9 +55,9 @@ def old_label_smoothed(sm, x, target, epsilon):
     head_target = torch.where(cluster == 0, target, sm.cutoff[0] + cluster - 1)
     nll = -head_logp.gather(1, head_target.unsqueeze(1)).squeeze(1)
     smooth = -head_logp[:, : sm.cutoff[0]].sum(-1)
-    for i, tail in enumerate(sm.tail):
+    for i in range(len(sm.tail)):
         start, end = sm.cutoff[i], sm.cutoff[i + 1]
-        z = tail(x).float()
+        z = sm.tail_logits(i, x).float()
         lse = torch.logsumexp(z, dim=-1)
         size = end - start
         smooth = smooth - (size * head_logp[:, sm.cutoff[0] + i] + z.sum(-1) - size * lse)

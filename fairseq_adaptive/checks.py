@@ -23,6 +23,7 @@ import hashlib
 import os
 import pickle
 import struct
+import traceback
 import zipfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -238,7 +239,17 @@ def read_checkpoint(path: str) -> dict:
         state = torch.load(path, map_location="cpu", mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, EOFError, RuntimeError, ValueError, OSError) as e:
         raise read_failure(path, e) from None
+    except Exception as e:  # random bytes reach the unpickler as any opcode: KeyError, IndexError, TypeError, ...
+        if raised_while_reading(e):
+            raise read_failure(path, e) from None
+        raise
     return fairseq_state(path, state)
+
+
+def raised_while_reading(error: BaseException) -> bool:
+    """Whether ``error`` was raised inside torch's loader or the unpickler (the file is unreadable), not after."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in ("serialization.py", "unpickler", "pickle"))
 
 
 def fairseq_state(path: str, state) -> dict:
@@ -259,10 +270,17 @@ def named_load_failures(load_checkpoint_to_cpu):
             if isinstance(e, FileNotFoundError):
                 raise
             raise read_failure(path, e) from None
-        except KeyError as e:  # fairseq's upgrade of the loaded state found a field of its checkpoints missing
+        except KeyError as e:
+            if raised_while_reading(e):  # random bytes: the unpickler's memo has no such entry
+                raise read_failure(path, e) from None
+            # fairseq's upgrade of the loaded state found a field of its checkpoints missing
             raise unreadable_checkpoint(path, f"is not a fairseq checkpoint (it has no {e})") from None
         except RuntimeError as e:
-            if "zip archive" in str(e) or "PytorchStreamReader" in str(e):
+            if "zip archive" in str(e) or "PytorchStreamReader" in str(e) or raised_while_reading(e):
+                raise read_failure(path, e) from None
+            raise
+        except (IndexError, TypeError, AttributeError, UnicodeDecodeError, struct.error) as e:
+            if raised_while_reading(e):
                 raise read_failure(path, e) from None
             raise
 

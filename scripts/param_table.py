@@ -9,6 +9,9 @@ from what this prints, so the docs are regenerated from here: ``python scripts/p
   layers (everything outside the Transformer blocks) with a standard embedding, an adaptive input, and DeFINE over
   either at each n, beside the paper's counts.
 - ``ablations`` (docs/define.md): the DeFINE unit in Table 4's ablations (N=7, n=384, k=1024, m=384).
+- ``txl`` (docs/transformer_xl.md): DeFINE's Table 2 on Transformer-XL (Mehta et al. 2020): context model,
+  input-output layers, DeFINE unit and total of each row beside the paper's, at the original Transformer-XL
+  vocabulary (267,735 words) that the paper counted; and ``txl_wiki103_base`` at fairseq's 267,744-word dictionary.
 - ``translation`` (docs/translation.md): the WMT'14 models against fairseq's, at a 32,008-entry joined dictionary.
 - ``configs`` (docs/configs.md): the model each hydra config under configs/ builds (the architecture its header names).
 """
@@ -50,6 +53,20 @@ ABLATIONS = [
     ("HGT", "hgt", "none", 40.73),
     ("DeFINE (w/o mixer)", "hgt", "concat", 40.89),
     ("DeFINE", "hgt", "mixer", 40.89),
+]
+
+# DeFINE's Table 2 on Transformer-XL (millions): context model / input-output layers / DeFINE / total, and test ppl
+TXL_VOCAB = 267735
+TXL_PAPER = [
+    ("Transformer-XL base (*)", "txl_wiki103_base", ["--shared-rel-bias"], "41.07 / - / - / 151.11", "24.0"),
+    ("n=64", "txl_wiki103_n64", [], "36.25 / 17.50 / 0 / 53.75", "33.74"),
+    ("n=128", "txl_wiki103_n128", [], "36.25 / 34.73 / 0 / 70.98", "29.16"),
+    ("n=256", "txl_wiki103_n256", [], "36.25 / 69.20 / 0 / 105.45", "28.09"),
+    ("n=384", "txl_wiki103_n384", [], "36.25 / 103.08 / 0 / 139.33", "27.06"),
+    ("n=64 + DeFINE", "txl_wiki103_define_n64", [], "36.25 / 17.50 / 1.92 / 55.67", "29.10"),
+    ("n=128 + DeFINE", "txl_wiki103_define_n128", [], "36.25 / 34.73 / 1.92 / 72.90", "26.33"),
+    ("n=256 + DeFINE", "txl_wiki103_define_n256", [], "36.25 / 69.20 / 1.92 / 107.37", "25.72"),
+    ("n=384 + DeFINE", "txl_wiki103_define_n384", [], "36.25 / 103.08 / 1.92 / 141.25", "24.17"),
 ]
 
 # fairseq's translation models beside ours: (label, --arch, flags)
@@ -115,6 +132,23 @@ def ablations(max_groups: int = 8) -> List[str]:
     return lines
 
 
+def txl() -> List[str]:
+    lines = ["| Table 2 row | --arch | context model | input-output | DeFINE unit | total | paper: context / "
+             "input-output / DeFINE / total | paper test ppl |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row, arch, extra, paper, ppl in TXL_PAPER:
+        model = build_on_meta(arch, TXL_VOCAB, extra)
+        context = sum(p.numel() for name, p in model.named_parameters() if name.startswith("decoder.body."))
+        unit = model.decoder.embed_tokens.define_parameters()
+        total = count_parameters(model)
+        flags = " " + " ".join(extra) if extra else ""
+        lines.append(f"| {row} | {arch}{flags} | {millions(context)} | {millions(total - context - unit)} | "
+                     f"{millions(unit)} | {millions(total)} | {paper} | {ppl} |")
+    base = count_parameters(build_on_meta("txl_wiki103_base", WIKITEXT103))
+    lines += ["", f"`txl_wiki103_base` (a u, v pair per layer) on fairseq's {WIKITEXT103:,}-word dictionary: "
+                  f"{base:,} parameters."]
+    return lines
+
+
 def translation() -> List[str]:
     lines = ["| model | DeFINE unit | parameters |", "|---|---:|---:|"]
     for label, arch, flags in TRANSLATION:
@@ -151,6 +185,7 @@ TABLES: Dict[str, Tuple[str, Callable[[], List[str]]]] = {
     "table3": ("docs/architectures.md", table3),
     "define": ("docs/define.md", define),
     "ablations": ("docs/define.md", ablations),
+    "txl": ("docs/transformer_xl.md", txl),
     "translation": ("docs/translation.md", translation),
     "configs": ("docs/configs.md", configs),
 }

@@ -42,6 +42,21 @@ def test_loss_and_gradients_equal_autograd(block_elements):
     assert got_grads[0][~keep].abs().max() == 0, "ignored rows must get no gradient"
 
 
+@pytest.mark.parametrize("block_elements", [1, 3 * 53, 10**9])
+def test_bias_equals_autograd(block_elements):
+    """A per-class bias (Transformer-XL's output bias): loss and gradients of x, W and b as autograd gives them."""
+    x, w, t, keep = problem()
+    b = torch.randn(w.size(0), dtype=w.dtype, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    ref = (F.cross_entropy(x @ w.t() + b, t, reduction="none") * keep).sum()
+    ref_grads = torch.autograd.grad(ref, (x, w, b))
+    got, _ = linear_cross_entropy(x, w, t, keep, block_elements=block_elements, bias=b)
+    for a, r in zip(torch.autograd.grad(got, (x, w, b)), ref_grads):
+        torch.testing.assert_close(a, r)
+    torch.testing.assert_close(got, ref)
+    with torch.no_grad():  # the same numbers without autograd
+        torch.testing.assert_close(linear_cross_entropy(x, w, t, keep, bias=b)[0], ref)
+
+
 def test_bf16_within_rounding_of_fp32_and_accumulated_in_fp32():
     x, w, t, keep = problem(n=256, c=1000, d=32, dtype=torch.float32)
     ref, _ = reference(x, w, t, keep)

@@ -1,8 +1,11 @@
 """scripts/plot_curves.py on real training logs."""
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 from .conftest import ROOT, USER_DIR, load_script
 
@@ -58,3 +61,15 @@ def test_benchmarks_run_at_tiny_sizes(tmp_path):
         if script == "output_layer.py":  # the CPU peak-memory probe ran in a fresh process for every row
             rows = json.loads((tmp_path / f"{script}.json").read_text())["rows"]
             assert all(isinstance(r["extra_peak_mib"], float) and r["extra_peak_mib"] >= 0 for r in rows)
+
+
+def test_txl_benchmark_runs_at_tiny_sizes(tmp_path):
+    """benchmarks/txl.py needs the benchmark extra (transformers 4.35.2), not installed by the test command."""
+    pytest.importorskip("transformers.models.transfo_xl")
+    done = subprocess.run([sys.executable, ROOT / "benchmarks" / "txl.py", "--vocab", "600", "--cutoff", "100,300",
+                           "--dim", "16", "--heads", "2", "--head-dim", "8", "--ffn", "32", "--layers", "1",
+                           "--tgt-len", "8", "--mem-len", "8", "--batch", "2", "--repeat", "2", "--warmup", "1",
+                           "--json", tmp_path / "txl.json"], capture_output=True, text=True, cwd=ROOT / "benchmarks")
+    assert done.returncode == 0, done.stderr[-3000:]
+    gaps = [float(x) for x in re.findall(r"(\d\.\de-\d\d) in the next", done.stdout)]
+    assert gaps and gaps[0] < 1e-4  # equal weights, equal scores once both models have a memory

@@ -20,7 +20,7 @@ from fairseq.utils import safe_getattr
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
 from ..checks import check_dictionary, check_hub_paths, data_of, guard_task
-from .config import FastPathConfig, LanguageModelDefineConfig
+from .config import DictionaryRecordConfig, FastPathConfig, LanguageModelDefineConfig
 from .transformer_body import AdaptiveDecoder
 from .vocab_flags import LM, describe
 
@@ -28,7 +28,8 @@ __all__ = ["AdaptiveLMConfig", "AdaptiveLanguageModel"]
 
 
 @dataclass
-class AdaptiveLMConfig(TransformerLanguageModelConfig, LanguageModelDefineConfig, FastPathConfig):
+class AdaptiveLMConfig(TransformerLanguageModelConfig, LanguageModelDefineConfig, FastPathConfig,
+                       DictionaryRecordConfig):
     # fairseq's dataclass defaults these to 512 whatever the width, which silently adds projections to any
     # config that sets --decoder-embed-dim alone (hydra configs); None lets the vocabulary description derive them
     decoder_input_dim: Optional[int] = field(
@@ -37,20 +38,25 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, LanguageModelDefineConfig
     decoder_output_dim: Optional[int] = field(
         default=None, metadata={"help": "decoder output dimension (the softmax input width)"}
     )
-    dictionary_size: Optional[int] = field(
-        default=None,
-        metadata={"help": "set when the model is first built: its dictionary's size, checked when a checkpoint loads"},
-    )
-    dictionary_fingerprint: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: its dictionary's words, hashed"}
-    )
-    dictionary_file: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the dictionary file it was built with"}
-    )
+
+
+LM_TASKS = ("language_modeling", "adaptive_language_modeling", "bptt_lm")
+
+
+class CheckedHub:
+    """``from_pretrained`` for our language models: fairseq's hub loader, after checking the folder, the checkpoint's
+    kind and task, and the dictionary."""
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
+        check_hub_paths(cls, model_name_or_path, checkpoint_file, data_name_or_path, LM_TASKS,
+                        lambda state: ["dict.txt"],
+                        "load a translation checkpoint with AdaptiveTransformerModel.from_pretrained or fairseq-generate")
+        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
 
 @register_model("adaptive_lm", dataclass=AdaptiveLMConfig)
-class AdaptiveLanguageModel(TransformerLanguageModel):
+class AdaptiveLanguageModel(CheckedHub, TransformerLanguageModel):
     """Transformer LM (pre-norm, as in the paper) between our embedder and scorer."""
 
     @classmethod
@@ -70,13 +76,4 @@ class AdaptiveLanguageModel(TransformerLanguageModel):
         decoder = AdaptiveDecoder(args, task.target_dictionary, embedder, layers.output, no_encoder_attn=True)
         return cls(decoder)
 
-    @classmethod
-    def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
-        """fairseq's hub loader, after checking the folder, the checkpoint's kind and the dictionary."""
-        check_hub_paths(cls, model_name_or_path, checkpoint_file, data_name_or_path, LM_TASKS,
-                        lambda state: ["dict.txt"],
-                        "load a translation checkpoint with AdaptiveTransformerModel.from_pretrained or fairseq-generate")
-        return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
-
-LM_TASKS = ("language_modeling", "adaptive_language_modeling")

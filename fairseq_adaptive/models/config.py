@@ -140,3 +140,19 @@ class FastPathConfig:
             "flash kernels)"
         },
     )
+
+
+@dataclass
+class DictionaryRecordConfig:
+    """What a language model records of its dictionary when first built (``checks.check_dictionary``)."""
+
+    dictionary_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "set when the model is first built: its dictionary's size, checked when a checkpoint loads"},
+    )
+    dictionary_fingerprint: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: its dictionary's words, hashed"}
+    )
+    dictionary_file: Optional[str] = field(
+        default=None, metadata={"help": "set when the model is first built: the dictionary file it was built with"}
+    )

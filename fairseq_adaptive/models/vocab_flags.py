@@ -243,10 +243,20 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
     width = _get(args, "decoder_output_dim") or (shared if tie != TIE_NONE else model_dim)
     if cutoff is not None:
         band_dims(width, factor, len(cutoff) + 1, "--adaptive-softmax-factor")
-    if tie_weights:
-        if cutoff is None or not tied_to.adaptive:
-            raise ValueError("--tie-adaptive-weights ties the adaptive softmax to the adaptive input: it needs both "
-                             f"{flag(side.adaptive_input)} and --adaptive-softmax-cutoff")
+    if tie_weights and cutoff is None:
+        raise ValueError("--tie-adaptive-weights ties the adaptive softmax to the input layer: it needs "
+                         "--adaptive-softmax-cutoff")
+    if tie_weights and not tied_to.adaptive:
+        # Transformer-XL's clustered softmax (div_val 1): every cluster scores at the plain table's width
+        if factor != 1:
+            raise ValueError(
+                f"--tie-adaptive-weights without {flag(side.adaptive_input)} ties the clusters' word rows to the plain "
+                f"embedding table (Transformer-XL's layers), so every cluster scores at its width: give "
+                f"--adaptive-softmax-factor 1 (now {factor}), or add {flag(side.adaptive_input)} for bands that shrink")
+        if tie_proj:
+            raise ValueError(f"--tie-adaptive-proj has no projection to tie without {flag(side.adaptive_input)}: "
+                             f"drop it")
+    elif tie_weights:
         if list(cutoff) != list(tied_to.cutoff):
             raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-cutoff ({','.join(map(str, cutoff))}) "
                              f"equal to --adaptive-input-cutoff ({','.join(map(str, tied_to.cutoff))})")
@@ -259,4 +269,5 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
         tie_flag = "--tie-adaptive-weights" if tie_weights else share_flag
         raise ValueError(f"{tie_flag} shares an input table that ends at {source} ({shared}): "
                          f"--decoder-output-dim ({width}) must equal it")
-    return OutputSpec(vocab, model_dim, width, tuple(cutoff) if cutoff else None, factor, dropout, tie)
+    return OutputSpec(vocab, model_dim, width, tuple(cutoff) if cutoff else None, factor, dropout, tie,
+                      bool(_get(args, "output_bias", False)))

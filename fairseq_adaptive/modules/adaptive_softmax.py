@@ -10,6 +10,11 @@ words of band ``i+1`` after projecting the input down to ``input_dim / factor**(
 Tied to an :class:`AdaptiveInput`, ``T_i`` is band ``i+1``'s embedding table, the head's word weights are band
 0's table and (``tie_proj``) ``P_i`` is the transpose of band ``i+1``'s input projection. Dropout (the paper's
 "adaptive softmax dropout", applied where fairseq applies it) hits the layer's input and the tail projections.
+
+Transformer-XL's clustered softmax (Dai et al. 2019, https://arxiv.org/abs/1901.02860, ``div_val`` 1) is the case
+``factor=1`` tied to a plain ``V x d`` ``table``: every cluster scores at full width without a projection (``P_i`` is
+the identity), its words are rows of the input table, and ``bias`` adds a learned bias per word (and per cluster
+logit of the head) to the logits.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -28,12 +33,15 @@ def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
 
 
 class TailCluster(nn.Module):
-    """One tail cluster: ``x (N x d) -> dropout(P x) (N x d_i) -> logits over the cluster's words (N x |band|)``.
+    """One tail cluster's input: ``x (N x d) -> dropout(P x) (N x d_i)``; its word rows (``words``, ``|band| x d_i``)
+    are read through :meth:`AdaptiveSoftmax.tail_words` (they may be rows of a tied plain table).
 
-    ``proj`` is stored as ``d_i x d`` (own) or borrowed from an adaptive input as ``d x d_i`` (``proj_transposed``).
+    ``proj`` is stored as ``d_i x d`` (own), borrowed from an adaptive input as ``d x d_i`` (``proj_transposed``), or
+    None (the identity: Transformer-XL's clusters at full width).
     """
 
-    def __init__(self, proj: nn.Parameter, proj_transposed: bool, words: nn.Parameter, dropout: float):
+    def __init__(self, proj: Optional[nn.Parameter], proj_transposed: bool, words: Optional[nn.Parameter],
+                 dropout: float):
         super().__init__()
         self.proj = proj
         self.proj_transposed = proj_transposed
@@ -41,11 +49,9 @@ class TailCluster(nn.Module):
         self.dropout = dropout
 
     def hidden(self, x: Tensor) -> Tensor:
-        proj = self.proj.t() if self.proj_transposed else self.proj
-        return _dropout(F.linear(x, proj), self.dropout, self.training)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.hidden(x), self.words)
+        if self.proj is not None:
+            x = F.linear(x, self.proj.t() if self.proj_transposed else self.proj)
+        return _dropout(x, self.dropout, self.training)
 
 
 class AdaptiveSoftmax(nn.Module):
@@ -64,6 +70,8 @@ class AdaptiveSoftmax(nn.Module):
         factor: float = 4.0,
         adaptive_input: Optional[AdaptiveInput] = None,
         tie_proj: bool = False,
+        table: Optional[nn.Parameter] = None,
+        bias: bool = False,
     ):
         super().__init__()
         self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
@@ -78,9 +86,16 @@ class AdaptiveSoftmax(nn.Module):
             )
         if tie_proj and adaptive_input is None:
             raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights (an adaptive input to tie to)")
+        if table is not None and (adaptive_input is not None or factor != 1 or tuple(table.shape) != (vocab_size,
+                                                                                                       input_dim)):
+            raise ValueError(f"a clustered softmax tied to a plain table needs factor 1 and a {vocab_size} x "
+                             f"{input_dim} table (got factor {factor}, {tuple(table.shape)})")
 
         self.head_proj: Optional[nn.Linear] = None
-        if adaptive_input is None:
+        self.table = table
+        if table is not None:
+            self.head_words = None
+        elif adaptive_input is None:
             self.head_words = nn.Parameter(torch.empty(self.cutoff[0], input_dim))
         else:
             self.head_words = adaptive_input.weights_for_band(0)[0]
@@ -93,7 +108,9 @@ class AdaptiveSoftmax(nn.Module):
         self.tail = nn.ModuleList()
         for i, dim in enumerate(dims):
             size = self.cutoff[i + 1] - self.cutoff[i]
-            if adaptive_input is None:
+            if table is not None:
+                words, proj, transposed = None, None, False
+            elif adaptive_input is None:
                 words = nn.Parameter(torch.empty(size, dim))
                 proj, transposed = nn.Parameter(torch.empty(dim, input_dim)), False
             else:
@@ -103,7 +120,10 @@ class AdaptiveSoftmax(nn.Module):
                 else:
                     proj, transposed = nn.Parameter(torch.empty(input_proj.shape[1], input_proj.shape[0])), False
             self.tail.append(TailCluster(proj, transposed, words, dropout))
-        self.tied = adaptive_input is not None
+        self.tied = adaptive_input is not None or table is not None
+        # Transformer-XL's output biases: one per word, one per cluster logit of the head (zeros, as there)
+        self.word_bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
+        self.cluster_bias = nn.Parameter(torch.zeros(self.n_clusters)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -115,20 +135,44 @@ class AdaptiveSoftmax(nn.Module):
             owned.append(self.head_words)
         for tail in self.tail:
             owned += [] if self.tied else [tail.words]
-            owned += [] if tail.proj_transposed else [tail.proj]
+            owned += [] if tail.proj_transposed or tail.proj is None else [tail.proj]
         for p in owned:
             nn.init.xavier_uniform_(p)
 
     # ---------------------------------------------------------------- pieces
+    def head_word_rows(self) -> Tensor:
+        """``cutoff[0] x d_0``: the head's word rows (the first rows of a tied plain table)."""
+        return self.table[: self.cutoff[0]] if self.table is not None else self.head_words
+
+    def tail_words(self, i: int) -> Tensor:
+        """``|band i+1| x d_{i+1}``: tail cluster ``i``'s word rows."""
+        if self.table is not None:
+            return self.table[self.cutoff[i] : self.cutoff[i + 1]]
+        return self.tail[i].words
+
+    def head_bias(self) -> Optional[Tensor]:
+        """The head's logit biases (its words', then its clusters'), or None."""
+        if self.word_bias is None:
+            return None
+        return torch.cat([self.word_bias[: self.cutoff[0]], self.cluster_bias])
+
+    def tail_bias(self, i: int) -> Optional[Tensor]:
+        return None if self.word_bias is None else self.word_bias[self.cutoff[i] : self.cutoff[i + 1]]
+
+    def tail_logits(self, i: int, x: Tensor) -> Tensor:
+        """``N x d -> N x |band i+1|``: tail cluster ``i``'s logits."""
+        return F.linear(self.tail[i].hidden(x), self.tail_words(i), self.tail_bias(i))
+
     def head(self, x: Tensor) -> Tensor:
         """``N x d -> N x (cutoff[0] + n_clusters)``: word logits, then one logit per tail cluster."""
         if self.head_proj is None:
-            return F.linear(x, self.head_weight())
-        return torch.cat([F.linear(self.head_proj(x), self.head_words), F.linear(x, self.head_clusters)], dim=-1)
+            return F.linear(x, self.head_weight(), self.head_bias())
+        logits = torch.cat([F.linear(self.head_proj(x), self.head_word_rows()), F.linear(x, self.head_clusters)], -1)
+        return logits if self.word_bias is None else logits + self.head_bias()
 
     def head_weight(self) -> Tensor:
         """``(cutoff[0] + n_clusters) x d``: the head's word rows, then its cluster rows (no head projection)."""
-        return torch.cat([self.head_words, self.head_clusters], dim=0)
+        return torch.cat([self.head_word_rows(), self.head_clusters], dim=0)
 
     def cluster_of(self, target: Tensor) -> Tensor:
         """0 for head words, ``i+1`` for words of tail cluster ``i``."""
@@ -146,7 +190,7 @@ class AdaptiveSoftmax(nn.Module):
         ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the model)."""
         if self.head_proj is None:
             return (x,), (self.head_weight(),)
-        return (self.head_proj(x), x), (self.head_words, self.head_clusters)
+        return (self.head_proj(x), x), (self.head_word_rows(), self.head_clusters)
 
     # ---------------------------------------------------------------- training and scoring (one route)
     def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -171,11 +215,11 @@ class AdaptiveSoftmax(nn.Module):
         """``N x d`` -> (summed NLL of the kept positions, with gradients; ``N`` per-position NLL, 0 where not kept,
         without), the head and each tail through :func:`linear_cross_entropy` (no full logit matrix)."""
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, keep)
+        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, keep, bias=self.head_bias())
         for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
             tail_loss, tail_nll = linear_cross_entropy(
-                tail.hidden(x.index_select(0, rows)), tail.words, target.index_select(0, rows) - self.cutoff[i],
-                keep.index_select(0, rows),
+                tail.hidden(x.index_select(0, rows)), self.tail_words(i), target.index_select(0, rows) - self.cutoff[i],
+                keep.index_select(0, rows), bias=self.tail_bias(i),
             )
             total = total + tail_loss
             nll = nll.index_add(0, rows, tail_nll)
@@ -202,12 +246,14 @@ class AdaptiveSoftmax(nn.Module):
         sizes = x.new_tensor([end - start for start, end in zip(self.cutoff, self.cutoff[1:])], dtype=torch.float32)
         class_weight = torch.cat([sizes.new_ones(self.cutoff[0]), sizes])
         head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, nll_weight, smooth, class_weight)
+        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, nll_weight, smooth, class_weight,
+                                          bias=self.head_bias())
         nll = nll.masked_fill(~keep, 0.0)
         for i, tail in enumerate(self.tail):
             mine = cluster == i + 1
             tail_loss, tail_nll = linear_cross_entropy(
-                tail.hidden(x), tail.words, target - self.cutoff[i], nll_weight * mine, smooth
+                tail.hidden(x), self.tail_words(i), target - self.cutoff[i], nll_weight * mine, smooth,
+                bias=self.tail_bias(i),
             )
             total = total + tail_loss
             nll = nll + tail_nll.masked_fill(~(mine & keep), 0.0)
@@ -234,13 +280,13 @@ class AdaptiveSoftmax(nn.Module):
         groups = [None] * self.n_clusters
         if target is not None:
             groups = self.partition(self.cluster_of(target.reshape(-1)))[1:]
-        for i, (tail, rows) in enumerate(zip(self.tail, groups)):
+        for i, rows in enumerate(groups):
             start, end = self.cutoff[i], self.cutoff[i + 1]
             prior = head_logp[:, self.cutoff[0] + i]
             if rows is None:
-                out[:, start:end] = F.log_softmax(tail(x).to(acc), dim=-1) + prior.unsqueeze(1)
+                out[:, start:end] = F.log_softmax(self.tail_logits(i, x).to(acc), dim=-1) + prior.unsqueeze(1)
             else:
-                logp = F.log_softmax(tail(x.index_select(0, rows)).to(acc), dim=-1)
+                logp = F.log_softmax(self.tail_logits(i, x.index_select(0, rows)).to(acc), dim=-1)
                 out[rows, start:end] = logp + prior.index_select(0, rows).unsqueeze(1)
         return out.view(*lead, self.vocab_size)
 

@@ -12,12 +12,12 @@ from .linear_cross_entropy import label_smoothing_weights, linear_cross_entropy
 
 
 class FullSoftmax(nn.Module):
-    """``log p(w | h) = log softmax(W h)[w]`` with ``W: V x d``, its own (N(0, d^-1/2), as fairseq's output
-    projection) or an input table's (tied: pass ``weight``).
+    """``log p(w | h) = log softmax(W h + b)[w]`` with ``W: V x d``, its own (N(0, d^-1/2), as fairseq's output
+    projection) or an input table's (tied: pass ``weight``), and a learned per-word ``b`` (zeros) when ``bias``.
 
     Shapes: ``input`` is ``... x input_dim``, ``target`` is ``...``."""
 
-    def __init__(self, vocab_size: int, input_dim: int, weight: Optional[nn.Parameter] = None):
+    def __init__(self, vocab_size: int, input_dim: int, weight: Optional[nn.Parameter] = None, bias: bool = False):
         super().__init__()
         if weight is not None and tuple(weight.shape) != (vocab_size, input_dim):
             raise ValueError(f"a tied full softmax needs a {vocab_size} x {input_dim} table, got {tuple(weight.shape)}")
@@ -28,12 +28,13 @@ class FullSoftmax(nn.Module):
         self.weight = weight if weight is not None else nn.Parameter(torch.empty(vocab_size, input_dim))
         if not self.tied:
             nn.init.normal_(self.weight, mean=0.0, std=input_dim**-0.5)
+        self.bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
 
     def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
         """Summed fp32 NLL of the kept targets, and (one cluster) that sum and the number of scored tokens."""
         target = target.reshape(-1)
         keep = target != ignore_index
-        loss, _ = linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, target, keep)
+        loss, _ = linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, target, keep, bias=self.bias)
         return loss, loss.detach().reshape(1), keep.sum().reshape(1)
 
     def label_smoothed_loss(
@@ -42,7 +43,8 @@ class FullSoftmax(nn.Module):
         """fairseq's label-smoothed loss and the plain NLL, summed in fp32, in the same pass over each block."""
         target = target.reshape(-1)
         keep, smooth = label_smoothing_weights(target != ignore_index, epsilon, self.vocab_size)
-        loss, nll = linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, target, keep, smooth)
+        loss, nll = linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, target, keep, smooth,
+                                         bias=self.bias)
         return loss, nll.masked_fill(target == ignore_index, 0.0).sum()
 
     def target_log_prob(self, input: Tensor, target: Tensor) -> Tensor:
@@ -50,11 +52,10 @@ class FullSoftmax(nn.Module):
         flat = target.reshape(-1)
         with torch.no_grad():
             keep = torch.ones_like(flat, dtype=torch.bool)
-            return -linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, flat, keep)[1].view(
-                target.shape
-            )
+            return -linear_cross_entropy(input.reshape(-1, input.size(-1)), self.weight, flat, keep,
+                                         bias=self.bias)[1].view(target.shape)
 
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
         """``... x d -> ... x V``: the whole distribution (generation), normalised in fp32 (fp64 kept)."""
         acc = torch.promote_types(input.dtype, torch.float32)
-        return F.log_softmax(F.linear(input, self.weight).to(acc), dim=-1)
+        return F.log_softmax(F.linear(input, self.weight, self.bias).to(acc), dim=-1)

@@ -176,18 +176,20 @@ class _Terms:
     class_weight: Optional[Tensor]  # C weights of the classes in the smoothing term (ones if None)
     block: int  # rows per block
     segments: int  # how many (x, weight) pairs
+    bias: bool = False  # whether the last tensor is a C-vector added to every row's logits
 
 
-def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
-    """Per-row NLL, the summed smoothing term (or None) and, where ``wants`` says, the total's gradients for each x
-    and weight (times ``scale``), over blocks of rows. The logits of a block are the segments' ``x_k W_k^T`` side
-    by side (one product when there is one segment)."""
+def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0, bias: Optional[Tensor] = None):
+    """Per-row NLL, the summed smoothing term (or None) and, where ``wants`` says, the total's gradients for each x,
+    weight and the bias (times ``scale``), over blocks of rows. The logits of a block are the segments' ``x_k W_k^T``
+    side by side (one product when there is one segment), plus ``bias`` when given."""
     acc = accumulation_dtype(xs[0].dtype)
     n = xs[0].size(0)
     nll = torch.empty(n, dtype=acc, device=xs[0].device)
     smoothing = None
     grad_xs = [torch.empty_like(x) if want else None for x, want in zip(xs, wants[: terms.segments])]
-    want_ws = wants[terms.segments :]
+    want_ws = wants[terms.segments : terms.segments + len(weights)]
+    grad_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if bias is not None and wants[-1] else None
     # one block (short inputs): each weight's gradient is one product, no fp32 sum to zero-fill and add into
     direct = terms.block >= n and xs[0].dtype == acc
     grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if want and not direct else None
@@ -199,12 +201,16 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
         end = min(start + terms.block, n)
         rows = [x[start:end] for x in xs]
         logits = rows[0] @ weights[0].t() if len(xs) == 1 else torch.cat([r @ w.t() for r, w in zip(rows, weights)], 1)
+        if bias is not None:
+            logits += bias
         nll[start:end], block_smoothing, grad_logits = cross_entropy_rows(
             logits, terms.target[start:end], terms.keep[start:end], grad=any(wants), scale=scale,
             smooth=None if terms.smooth is None else terms.smooth[start:end], class_weight=terms.class_weight,
         )
         if block_smoothing is not None:
             smoothing = block_smoothing if smoothing is None else smoothing + block_smoothing
+        if grad_bias is not None:
+            grad_bias += grad_logits.sum(0, dtype=acc)
         for k, (r, w) in enumerate(zip(rows, weights)):
             g = grad_logits if len(xs) == 1 or grad_logits is None else grad_logits[:, bounds[k] : bounds[k + 1]]
             if grad_xs[k] is not None:
@@ -216,6 +222,8 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0):
                     accumulate_product(grad_ws[k], g.t(), r)
     # blocks were summed in fp32; keep the weights' gradients in their own dtype until backward (half the memory)
     grad_ws = [None if g is None else g.to(w.dtype) for g, w in zip(grad_ws, weights)]
+    if bias is not None:
+        grad_ws.append(None if grad_bias is None else grad_bias.to(bias.dtype))
     return nll, smoothing, grad_xs + grad_ws
 
 
@@ -229,7 +237,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, terms: _Terms, *tensors: Tensor):
         ctx.scale = gradient_scale(tensors[0].dtype)
         xs, weights = tensors[: terms.segments], tensors[terms.segments :]
-        nll, smoothing, grads = _blocks(terms, xs, weights, ctx.needs_input_grad[1:], scale=ctx.scale)
+        bias = weights[-1] if terms.bias else None
+        weights = weights[:-1] if terms.bias else weights
+        nll, smoothing, grads = _blocks(terms, xs, weights, ctx.needs_input_grad[1:], scale=ctx.scale, bias=bias)
         ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(nll)
         return _total(terms, nll, smoothing), nll
@@ -257,6 +267,8 @@ def outside_autocast(fn):
         if not torch.is_autocast_enabled(device_type):
             return fn(x, weight, *args, **kwargs)
         dtype = torch.get_autocast_dtype(device_type)
+        if kwargs.get("bias") is not None:
+            kwargs["bias"] = kwargs["bias"].to(dtype)
         with torch.autocast(device_type, enabled=False):
             return fn(cast(x, dtype), cast(weight, dtype), *args, **kwargs)
 
@@ -272,13 +284,15 @@ def linear_cross_entropy(
     smooth: Optional[Tensor] = None,
     class_weight: Optional[Tensor] = None,
     block_elements: Optional[int] = None,
+    bias: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """The one numeric route of every output-layer loss and score in this package.
 
     ``x: N x d``, ``weight: C x d`` (or sequences of them, segments whose logits ``x_k W_k^T`` stand side by side:
     a head whose words see a projection of ``x`` and whose cluster rows see ``x`` itself), ``target: N`` (indices
     into the C classes), ``keep: N`` (bool, or a float weight of each row's NLL), optional ``smooth: N`` weights of
-    each row's smoothing term over ``class_weight``-weighted classes (label smoothing) ->
+    each row's smoothing term over ``class_weight``-weighted classes (label smoothing), optional ``bias: C`` added to
+    every row's logits (Transformer-XL's per-word output bias) ->
     (scalar ``sum_i keep_i nll_i + sum_i smooth_i sum_j c_j (lse_i - z_ij)``, the ``N`` per-row NLL
     ``lse_i - z_i[t_i]`` of every row, kept or not, without gradient), both fp32 (fp64 for fp64 inputs).
 
@@ -289,15 +303,16 @@ def linear_cross_entropy(
     num_classes = sum(w.size(0) for w in weights)
     if xs[0].size(0) == 0:
         # keep every input in the graph (zero gradients): an empty cluster still takes part in the step
-        empty = sum((r @ w.t()).sum() for r, w in zip(xs, weights)).to(accumulation_dtype(xs[0].dtype))
+        empty = sum((r @ w.t()).sum() for r, w in zip(xs, weights))
+        empty = (empty if bias is None else empty + bias.sum() * 0).to(accumulation_dtype(xs[0].dtype))
         return empty, empty.new_zeros(0)
     block = rows_per_block(xs[0].size(0), num_classes, block_elements or block_elements_for(xs[0]))
-    terms = _Terms(target.clamp(0, num_classes - 1), keep, smooth, class_weight, block, len(xs))
-    tensors = (*xs, *weights)
+    terms = _Terms(target.clamp(0, num_classes - 1), keep, smooth, class_weight, block, len(xs), bias is not None)
+    tensors = (*xs, *weights) + (() if bias is None else (bias,))
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         total, nll = _LinearCrossEntropy.apply(terms, *tensors)
     else:
-        nll, smoothing, _ = _blocks(terms, xs, weights, [False] * len(tensors))
+        nll, smoothing, _ = _blocks(terms, xs, weights, [False] * len(tensors), bias=bias)
         total = _total(terms, nll, smoothing)
     return total, nll
 

@@ -9,7 +9,11 @@ input or output layer it holds. Tying happens here, once, where both parts exist
 
 - ``tie="weights"`` with an adaptive softmax: its head and tail word tables are the adaptive input's band tables
   (Baevski & Auli 2019, https://arxiv.org/abs/1809.10853, ADP-T); ``"weights+proj"`` shares the tail projections too;
-- ``tie="weights"`` with a full softmax: its ``V x n`` weight is the plain input table (under DeFINE: its map table).
+- ``tie="weights"`` with a full softmax: its ``V x n`` weight is the plain input table (under DeFINE: its map table);
+- ``tie="weights"`` with an adaptive softmax of factor 1 over a plain input table: Transformer-XL's clustered softmax,
+  whose clusters' word rows are rows of that table (Dai et al. 2019, https://arxiv.org/abs/1901.02860).
+
+``bias`` adds a learned bias per output word (Transformer-XL's output layer) to either softmax.
 """
 
 import math
@@ -55,7 +59,8 @@ class InputSpec:
 class OutputSpec:
     """``model_dim`` features -> scores over the vocabulary: an m -> ``width`` projection when they differ, then a full
     softmax (``cutoff`` None) or an adaptive softmax with clusters at ``cutoff`` shrinking by ``factor``, tail
-    ``dropout``, tied to the input layer as ``tie`` says (see the module docstring)."""
+    ``dropout``, tied to the input layer as ``tie`` says (see the module docstring), with a bias per word when
+    ``bias``."""
 
     vocab_size: int
     model_dim: int
@@ -64,6 +69,7 @@ class OutputSpec:
     factor: float = 4.0
     dropout: float = 0.0
     tie: str = TIE_NONE
+    bias: bool = False
 
     @property
     def adaptive(self) -> bool:
@@ -194,10 +200,12 @@ def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Score
     project_first = not (spec.adaptive and spec.tie != TIE_NONE)
     project = _linear(spec.model_dim, spec.width) if project_first and spec.width != spec.model_dim else None
     if spec.adaptive:
+        plain = table is not None and not embedder.spec.adaptive  # Transformer-XL's clusters over a plain table
         softmax = AdaptiveSoftmax(spec.vocab_size, spec.width, spec.cutoff, dropout=spec.dropout, factor=spec.factor,
-                                  adaptive_input=table, tie_proj=spec.tie == TIE_ALL)
+                                  adaptive_input=None if plain else table, tie_proj=spec.tie == TIE_ALL,
+                                  table=table.weight if plain else None, bias=spec.bias)
     else:
-        softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None)
+        softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None, spec.bias)
     if not project_first and spec.width != spec.model_dim:
         project = _linear(spec.model_dim, spec.width)
     return Scorer(spec, softmax, project, project_first)

@@ -1,1 +1,1 @@
-from . import adaptive_language_modeling  # noqa: F401
+from . import adaptive_language_modeling, bptt_lm  # noqa: F401

@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""Transformer-XL: our ``txl_lm`` beside fairseq's own ``transformer_xl`` (``examples/truncated_bptt``, a wrapper of
+HuggingFace's ``TransfoXLLMHeadModel``), same config, same process, same segments, with the memory carried from
+segment to segment as training and evaluation carry it. Both use Transformer-XL's own vocabulary layers (a plain
+table, a clustered softmax at full width tied to it, a bias per word, ``div_val`` 1).
+
+fairseq's model needs the last transformers that has Transformer-XL: the benchmark extra
+(``pip install -c requirements/constraints.txt -r requirements/benchmarks.txt``: transformers 4.35.2, tokenizers
+0.15.2, huggingface_hub < 0.20), never a runtime dependency.
+
+  python benchmarks/txl.py                     # CPU defaults: 4 layers, d=256, 8 heads of 32, inner 1024
+  python benchmarks/txl.py --vocab 267744 --cutoff 20000,40000,200000
+
+- training: tokens/s of a step (forward, loss, backward) on segments of ``--tgt-len`` tokens with a memory of
+  ``--mem-len``; fairseq's model is trained with fairseq's ``cross_entropy`` criterion on the ``B x T x V``
+  log-probabilities it returns (it calls the HuggingFace model without labels), ours with ``adaptive_cross_entropy``;
+- evaluation: tokens/s of scoring segments as fairseq-eval-lm does (``get_normalized_probs`` with the sample, then
+  the targets' entries), without gradient;
+- equal weights: ours loaded with the HuggingFace model's weights, the summed NLL of the same four segments (memory
+  carried) and the largest difference of a token's log-probability (fp32; HuggingFace's model does not run in fp64).
+  They differ in the first segment alone: HuggingFace's model starts with ``--mem-len`` zero vectors as its memory
+  (keys it attends to), the original code and ours with none.
+
+Peak memory above the weights is measured on CUDA only (n/a on CPU).
+"""
+
+import argparse
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from fairseq import options
+from fairseq.criterions.cross_entropy import CrossEntropyCriterion
+from fairseq.models import ARCH_MODEL_REGISTRY
+
+from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
+from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+
+from common import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
+
+
+def build_ours(args, d):
+    flags = ["/x", "--task", "language_modeling", "--arch", "txl_wiki103_base", "--decoder-layers", str(args.layers),
+             "--decoder-embed-dim", str(args.dim), "--decoder-attention-heads", str(args.heads),
+             "--decoder-attention-head-dim", str(args.head_dim), "--decoder-ffn-embed-dim", str(args.ffn),
+             "--mem-len", str(args.mem_len), "--adaptive-softmax-cutoff", args.cutoff, "--dropout",
+             str(args.dropout)]
+    parsed = options.parse_args_and_arch(options.get_training_parser(), flags)
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    return ARCH_MODEL_REGISTRY["txl_wiki103_base"].build_model(parsed, task), task
+
+
+def build_fairseq(args, d):
+    from fairseq.examples.truncated_bptt.transformer_xl_model import TransformerXLConfig, TransformerXLLanguageModel
+
+    cfg = TransformerXLConfig(cutoffs=[int(c) for c in args.cutoff.split(",")], d_model=args.dim, n_head=args.heads,
+                              d_head=args.head_dim, d_inner=args.ffn, div_val=1, n_layer=args.layers,
+                              mem_len=args.mem_len, dropout=args.dropout, dropatt=0.0, max_target_positions=10**6)
+    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
+    return TransformerXLLanguageModel.build_model(cfg, task), task
+
+
+def copy_weights(theirs, ours) -> None:
+    """HuggingFace's Transformer-XL weights into ours (same layout; its head's cluster columns in cluster order)."""
+    hf = theirs.decoder.model
+    body, scorer = ours.decoder.body, ours.decoder.scorer.softmax
+    with torch.no_grad():
+        ours.decoder.embed_tokens.embedding.weight.copy_(hf.transformer.word_emb.emb_layers[0].weight)
+        for i, (a, b) in enumerate(zip(hf.transformer.layers, body.layers)):
+            b.attention.qkv.weight.copy_(a.dec_attn.qkv_net.weight)
+            b.attention.pos.weight.copy_(a.dec_attn.r_net.weight)
+            b.attention.out.weight.copy_(a.dec_attn.o_net.weight)
+            b.attention.norm.load_state_dict(a.dec_attn.layer_norm.state_dict())
+            b.ffn.fc1.load_state_dict(a.pos_ff.CoreNet[0].state_dict())
+            b.ffn.fc2.load_state_dict(a.pos_ff.CoreNet[3].state_dict())
+            b.ffn.norm.load_state_dict(a.pos_ff.layer_norm.state_dict())
+            body.u[i].copy_(a.dec_attn.r_w_bias)
+            body.v[i].copy_(a.dec_attn.r_r_bias)
+        scorer.head_clusters.copy_(hf.crit.cluster_weight)
+        scorer.cluster_bias.copy_(hf.crit.cluster_bias)
+        scorer.word_bias.copy_(hf.crit.out_layers[0].bias)
+
+
+def segments(args, vocab, device, count):
+    torch.manual_seed(0)
+    stream = zipf_targets(args.batch * (count * args.tgt_len + 1), vocab - 4, device).view(args.batch, -1) + 4
+    out = []
+    for s in range(count):
+        chunk = stream[:, s * args.tgt_len : (s + 1) * args.tgt_len + 1]
+        out.append({"net_input": {"src_tokens": chunk[:, :-1].contiguous()}, "target": chunk[:, 1:].contiguous(),
+                    "ntokens": chunk[:, 1:].numel(), "nsentences": args.batch})
+    return out
+
+
+class Stream:
+    """Feeds the segments in order (the memory carried), restarting at the first after the last."""
+
+    def __init__(self, model, samples, ours: bool):
+        self.model, self.samples, self.ours, self.step = model, samples, ours, 0
+
+    def next(self):
+        sample = self.samples[self.step % len(self.samples)]
+        if self.ours:  # our decoder keeps a memory per stream and restarts it at step 0
+            sample = {**sample, "net_input": {**sample["net_input"],
+                                              "stream": ("bench", 0, self.step % len(self.samples))}}
+        elif self.step % len(self.samples) == 0:
+            self.model.decoder._mems = None
+        self.step += 1
+        return sample
+
+
+def target_scores(model, sample):
+    out = model(**sample["net_input"])
+    lprobs = model.get_normalized_probs(out, log_probs=True, sample=sample)
+    return lprobs.gather(-1, sample["target"].unsqueeze(-1)).squeeze(-1)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-dim", type=int, default=32)
+    parser.add_argument("--ffn", type=int, default=1024)
+    parser.add_argument("--vocab", type=int, default=10000)
+    parser.add_argument("--cutoff", default="2000,4000,8000")
+    parser.add_argument("--tgt-len", type=int, default=64)
+    parser.add_argument("--mem-len", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--repeat", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results" / "txl.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    d = dictionary_of_size(args.vocab)
+    samples = segments(args, args.vocab, device, 4)
+    theirs, their_task = build_fairseq(args, d)
+    ours, our_task = build_ours(args, d)
+    copy_weights(theirs, ours)
+    models = {"fairseq transformer_xl (HuggingFace 4.35.2)": (theirs, CrossEntropyCriterion(their_task, False), False),
+              "ours: txl_lm": (ours, AdaptiveCrossEntropyCriterion(our_task, sentence_avg=False), True)}
+    rows, scores = [], {}
+    for name, (model, criterion, is_ours) in models.items():
+        model = model.to(device)
+        model.eval()
+        with torch.no_grad():  # equal weights: the same four segments, memory carried
+            feed = Stream(model, samples, is_ours)
+            scores[name] = torch.cat([target_scores(model, feed.next()).flatten() for _ in samples]).double()
+        feed = Stream(model, samples, is_ours)
+
+        def evaluate():
+            with torch.no_grad():
+                return float(target_scores(model, feed.next()).sum())
+
+        eval_ms, eval_mem, _ = time_step(evaluate, device, args.repeat, args.warmup)
+        model.train()
+        feed = Stream(model, samples, is_ours)
+
+        def train():
+            model.zero_grad(set_to_none=True)
+            loss, _, _ = criterion(model, feed.next())
+            loss.backward()
+            return float(loss.detach())
+
+        train_ms, train_mem, losses = time_step(train, device, args.repeat, args.warmup)
+        tokens = samples[0]["ntokens"]
+        rows.append({"impl": name, "params": count_parameters(model), "train_tok_s": tokens / train_ms * 1000,
+                     "eval_tok_s": tokens / eval_ms * 1000, "train_peak_mib": train_mem, "eval_peak_mib": eval_mem,
+                     "finite": all(math.isfinite(v) for v in losses), "nll": -float(scores[name].sum())})
+    print(f"device {device}, {args.layers} layers, d={args.dim}, {args.heads} heads of {args.head_dim}, inner "
+          f"{args.ffn}, V={args.vocab:,}, cutoffs {args.cutoff}, {args.batch} x {args.tgt_len} tokens per segment, "
+          f"memory {args.mem_len}, torch {torch.__version__}, median of {args.repeat}")
+    print_table(["implementation", "parameters", "train tokens/s", "eval tokens/s", "train peak MiB", "eval peak MiB",
+                 "NLL, equal weights (4 segments)"],
+                [[r["impl"], f"{r['params']:,}", f"{r['train_tok_s']:,.0f}", f"{r['eval_tok_s']:,.0f}",
+                  optional(r["train_peak_mib"], ".0f"), optional(r["eval_peak_mib"], ".0f"), f"{r['nll']:.4f}"]
+                 for r in rows])
+    theirs_row, ours_row = rows
+    print(f"ours / fairseq: training {ours_row['train_tok_s'] / theirs_row['train_tok_s']:.2f}x, evaluation "
+          f"{ours_row['eval_tok_s'] / theirs_row['eval_tok_s']:.2f}x")
+    gap = (scores[ours_row["impl"]] - scores[theirs_row["impl"]]).abs().view(len(samples), -1).amax(1).tolist()
+    print(f"equal weights, largest difference of a token's log-probability: {gap[0]:.1e} in the first segment "
+          f"(HuggingFace's model starts with --mem-len zero vectors as its memory, the original code and ours with "
+          f"none), {max(gap[1:]):.1e} in the next {len(gap) - 1}")
+    write_json(args.json, args, rows)
+
+
+if __name__ == "__main__":
+    main()
