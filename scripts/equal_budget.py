@@ -47,24 +47,30 @@ def binarise(data: str, work: Path) -> Path:
     return bin_dir
 
 
-def train_and_score(args, bin_dir: Path, name: str, arch: str, extra, body, lr="0.002") -> dict:
-    """One row: train ``arch`` with ``body + extra`` flags for ``args.minutes``, then eval-lm on valid and test."""
+def train_and_score(args, bin_dir: Path, name: str, arch: str, extra, body, lr="0.002", batching=None,
+                    evaluation=None) -> dict:
+    """One row: train ``arch`` with ``body + extra`` flags for ``args.minutes``, then eval-lm on valid and test.
+    ``batching`` (default: ``--task adaptive_language_modeling --max-tokens 4096``) and ``evaluation`` (default:
+    blocks of ``--tokens-per-sample`` with ``--context-window``) replace the task and batching flags of each."""
     work = Path(args.work)
     save = work / name
     logs = {split: work / f"{name}.{split}.log" for split in ("train", "valid", "test")}
+    if batching is None:
+        batching = ["--task", "adaptive_language_modeling", "--max-tokens", 4096]
+    if evaluation is None:
+        evaluation = ["--tokens-per-sample", args.tokens_per_sample, "--context-window", args.context_window,
+                      "--max-tokens", 8192]
     if not args.summarize_only:
-        run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
-             "--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy",
+        run(["fairseq-train", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu", *batching,
+             "--arch", arch, "--criterion", "adaptive_cross_entropy",
              *body, *extra, "--optimizer", "adam", "--lr", lr, "--lr-scheduler", "inverse_sqrt",
              "--warmup-updates", "50", "--clip-norm", "0.5", "--tokens-per-sample", args.tokens_per_sample,
-             "--max-tokens", 4096, "--stop-time-hours", args.minutes / 60, "--save-dir", save,
+             "--stop-time-hours", args.minutes / 60, "--save-dir", save,
              "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", 20, "--no-progress-bar",
              "--seed", 1], logs["train"])
         for split in ("valid", "test"):
             run(["fairseq-eval-lm", bin_dir, "--user-dir", ROOT / "fairseq_adaptive", "--cpu",
-                 "--path", save / "checkpoint_best.pt", "--gen-subset", split,
-                 "--tokens-per-sample", args.tokens_per_sample, "--context-window", args.context_window,
-                 "--max-tokens", 8192], logs[split])
+                 "--path", save / "checkpoint_best.pt", "--gen-subset", split, *evaluation], logs[split])
     run_summary = summary(read_log(logs["train"]), eval_ppl(logs["test"]))
     row = {"row": name, "arch": arch, "flags": " ".join(map(str, extra)),
            **{k: run_summary[k] for k in ("params", "updates", "words_per_s", "test_ppl")},

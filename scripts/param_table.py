@@ -12,6 +12,9 @@ from what this prints, so the docs are regenerated from here: ``python scripts/p
 - ``txl`` (docs/transformer_xl.md): DeFINE's Table 2 on Transformer-XL (Mehta et al. 2020): context model,
   input-output layers, DeFINE unit and total of each row beside the paper's, at the original Transformer-XL
   vocabulary (267,735 words) that the paper counted; and ``txl_wiki103_base`` at fairseq's 267,744-word dictionary.
+- ``lstm`` (docs/lstm.md): DeFINE's LSTM language models (Mehta et al. 2020): Table 1a (WikiText-103, at the
+  267,735-word vocabulary the paper counted), Table 4's transformations as whole LSTM models (its R4 body), Table 1c
+  (AWD-LSTM on Penn Treebank's 10,000 words), beside the paper's counts.
 - ``translation`` (docs/translation.md): the WMT'14 models against fairseq's, at a 32,008-entry joined dictionary.
 - ``configs`` (docs/configs.md): the model each hydra config under configs/ builds (the architecture its header names).
 """
@@ -58,7 +61,7 @@ ABLATIONS = [
 # DeFINE's Table 2 on Transformer-XL (millions): context model / input-output layers / DeFINE / total, and test ppl
 TXL_VOCAB = 267735
 TXL_PAPER = [
-    ("Transformer-XL base (*)", "txl_wiki103_base", ["--shared-rel-bias"], "41.07 / - / - / 151.11", "24.0"),
+    ("Transformer-XL base (*)", "txl_wiki103_base", ["--shared-rel-bias"], "41.07 / 110.04 / 0 / 151.11", "24.03"),
     ("n=64", "txl_wiki103_n64", [], "36.25 / 17.50 / 0 / 53.75", "33.74"),
     ("n=128", "txl_wiki103_n128", [], "36.25 / 34.73 / 0 / 70.98", "29.16"),
     ("n=256", "txl_wiki103_n256", [], "36.25 / 69.20 / 0 / 105.45", "28.09"),
@@ -67,6 +70,28 @@ TXL_PAPER = [
     ("n=128 + DeFINE", "txl_wiki103_define_n128", [], "36.25 / 34.73 / 1.92 / 72.90", "26.33"),
     ("n=256 + DeFINE", "txl_wiki103_define_n256", [], "36.25 / 69.20 / 1.92 / 107.37", "25.72"),
     ("n=384 + DeFINE", "txl_wiki103_define_n384", [], "36.25 / 103.08 / 1.92 / 141.25", "24.17"),
+]
+
+# DeFINE's LSTM tables (millions): DeFINE / context model / input-output / total, test ppl; Table 1c gives totals
+LSTM_PAPER = [
+    ("Table 1a R1: standard, n=256", "lstm_wiki103_std", [], TXL_VOCAB, "0 / 23.36 / 68.81 / 92.17", "44.12"),
+    ("Table 1a R2: adaptive, n=256", "lstm_wiki103_adaptive", [], TXL_VOCAB, "0 / 23.36 / 9.25 / 32.61", "44.87"),
+    ("Table 1a R3: adaptive + DeFINE, N=3, n=256", "lstm_wiki103_define_n256", [], TXL_VOCAB,
+     "0.41 / 23.36 / 9.25 / 33.02", "41.17"),
+    ("Table 1a R4: adaptive + DeFINE, N=7, n=384", "lstm_wiki103_define_n384", [], TXL_VOCAB,
+     "1.83 / 24.73 / 13.90 / 40.46", "38.01"),
+    ("Table 1a R5: adaptive + DeFINE, N=11, n=512", "lstm_wiki103_define_n512", [], TXL_VOCAB,
+     "3.89 / 26.24 / 18.55 / 48.69", "35.94"),
+] + [(f"Table 5: N={n}, k={k}", f"lstm_wiki103_define_N{n}_k{k}", [], TXL_VOCAB, f"- / - / - / {paper:.2f}", ppl)
+     for n, k, paper, ppl in [(3, 1024, 33.02, "41.17"), (3, 1536, 33.15, "41.25"), (3, 2048, 33.29, "41.37"),
+                              (7, 1024, 40.73, "38.01"), (7, 1536, 41.86, "37.81"), (7, 2048, 43.19, "37.84"),
+                              (11, 1024, 49.55, "35.94"), (11, 1536, 52.02, "35.98"), (11, 2048, 55.02, "35.92")]
+     ] + [(f"Table 4: {row}", "lstm_wiki103_define_n384",
+      ["--define-transform", transform, "--define-connection", connection, "--define-max-groups", "8"], TXL_VOCAB,
+      f"- / - / - / {paper:.2f}", "-") for row, transform, connection, paper in ABLATIONS] + [
+    ("Table 1c: AWD-LSTM", "lstm_awd_ptb", [], 10000, "- / - / - / 24", "58.8"),
+    ("Table 1c: AWD-LSTM + DeFINE (n=128, k=1024, N=7, m=400)", "lstm_awd_ptb_define", [], 10000,
+     "- / - / - / 20", "54.2"),
 ]
 
 # fairseq's translation models beside ours: (label, --arch, flags)
@@ -132,20 +157,37 @@ def ablations(max_groups: int = 8) -> List[str]:
     return lines
 
 
+def parts(model) -> Tuple[str, str, str, str]:
+    """A stream model's context model (its body), input-output layers (all else but the DeFINE unit), DeFINE unit and
+    total, in millions, as DeFINE's tables split them."""
+    context = sum(p.numel() for name, p in model.named_parameters() if name.startswith("decoder.body."))
+    unit = model.decoder.embed_tokens.define_parameters()
+    total = count_parameters(model)
+    return millions(context), millions(total - context - unit), millions(unit), millions(total)
+
+
+def with_flags(arch: str, extra) -> str:
+    return " ".join([arch, *extra])
+
+
 def txl() -> List[str]:
     lines = ["| Table 2 row | --arch | context model | input-output | DeFINE unit | total | paper: context / "
              "input-output / DeFINE / total | paper test ppl |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for row, arch, extra, paper, ppl in TXL_PAPER:
-        model = build_on_meta(arch, TXL_VOCAB, extra)
-        context = sum(p.numel() for name, p in model.named_parameters() if name.startswith("decoder.body."))
-        unit = model.decoder.embed_tokens.define_parameters()
-        total = count_parameters(model)
-        flags = " " + " ".join(extra) if extra else ""
-        lines.append(f"| {row} | {arch}{flags} | {millions(context)} | {millions(total - context - unit)} | "
-                     f"{millions(unit)} | {millions(total)} | {paper} | {ppl} |")
+        context, io, unit, total = parts(build_on_meta(arch, TXL_VOCAB, extra))
+        lines.append(f"| {row} | {with_flags(arch, extra)} | {context} | {io} | {unit} | {total} | {paper} | {ppl} |")
     base = count_parameters(build_on_meta("txl_wiki103_base", WIKITEXT103))
     lines += ["", f"`txl_wiki103_base` (a u, v pair per layer) on fairseq's {WIKITEXT103:,}-word dictionary: "
                   f"{base:,} parameters."]
+    return lines
+
+
+def lstm() -> List[str]:
+    lines = ["| row | --arch | DeFINE unit | context model | input-output | total | paper: DeFINE / context / "
+             "input-output / total | paper test ppl |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for row, arch, extra, vocab, paper, ppl in LSTM_PAPER:
+        context, io, unit, total = parts(build_on_meta(arch, vocab, extra))
+        lines.append(f"| {row} | {with_flags(arch, extra)} | {unit} | {context} | {io} | {total} | {paper} | {ppl} |")
     return lines
 
 
@@ -186,6 +228,7 @@ TABLES: Dict[str, Tuple[str, Callable[[], List[str]]]] = {
     "define": ("docs/define.md", define),
     "ablations": ("docs/define.md", ablations),
     "txl": ("docs/transformer_xl.md", txl),
+    "lstm": ("docs/lstm.md", lstm),
     "translation": ("docs/translation.md", translation),
     "configs": ("docs/configs.md", configs),
 }

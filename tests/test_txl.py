@@ -233,11 +233,9 @@ def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, capl
     assert len(hyps[0][2].split()) > 6
 
 
-def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
-    ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS["txl layers"], "--save-dir", ckpt, "--max-update", "3"])
-    hub = TransformerXLLanguageModel.from_pretrained(str(ckpt), "checkpoint_last.pt", str(lm_data), user_dir=USER_DIR)
-    hub.eval()
+def assert_incremental_equals_full(hub):
+    """Step by step through ``incremental_state`` (fairseq's generators' route) equals one pass, and two segments of a
+    stream equal one pass over both."""
     decoder = hub.models[0].decoder
     tokens = torch.randint(4, len(hub.task.dictionary), (2, 9))
     full = decoder.get_normalized_probs(decoder(tokens), log_probs=True)
@@ -245,8 +243,22 @@ def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
     steps = [decoder.get_normalized_probs(decoder(tokens[:, : t + 1], incremental_state=state), log_probs=True)
              for t in range(9)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    first = decoder(tokens[:, :4], stream=("test", 0, 0))[0]
+    second = decoder(tokens[:, 4:], stream=("test", 0, 1))[0]
+    torch.testing.assert_close(torch.cat([first, second], 1), decoder(tokens)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS["txl layers"], "--save-dir", ckpt, "--max-update", "3"])
+    hub = TransformerXLLanguageModel.from_pretrained(str(ckpt), "checkpoint_last.pt", str(lm_data), user_dir=USER_DIR)
+    hub.eval()
+    assert_incremental_equals_full(hub)
     scored = hub.score("The President of the United States")["positional_scores"]
-    assert scored.numel() == 6 and torch.isfinite(scored).all()
+    assert scored.numel() == 6 and torch.isfinite(scored).all()  # each word once (not the sentence end)
+    torch.manual_seed(0)
+    sampled = hub.sample("The President of the United States", beam=1, sampling=True, max_len_b=12)
+    assert sampled.startswith("The President of the United States") and len(sampled.split()) > 6
 
 
 def test_fairseq_truncated_bptt_task_is_refused(lm_data, tmp_path):

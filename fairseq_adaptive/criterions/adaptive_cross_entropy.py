@@ -41,13 +41,36 @@ class AdaptiveCrossEntropyConfig(CrossEntropyCriterionConfig):
     no_cluster_stats: bool = field(
         default=False, metadata={"help": "do not log the per-cluster loss_c{i} / frac_c{i} (shorter progress lines)"}
     )
+    ar_alpha: float = field(
+        default=0.0, metadata={"help": "AWD-LSTM's activation regularisation: alpha x mean square of the LSTM's "
+                                       "output after its dropout (--arch lstm_*; AWD-LSTM: 2)"}
+    )
+    tar_beta: float = field(
+        default=0.0, metadata={"help": "AWD-LSTM's temporal activation regularisation: beta x mean square of the "
+                                       "change of the last layer's output from step to step (--arch lstm_*; AWD-LSTM: 1)"}
+    )
+
+
+def activation_penalties(extra: dict, keep: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """AWD-LSTM's AR and TAR (Merity et al. 2018, Sec. 4.6) over the positions ``keep`` (``B x T``, not padding):
+    ``alpha mean(h_drop^2) + beta mean((h_t - h_{t-1})^2)``, means over every element (positions x units), ``h_drop``
+    the LSTM's output after its dropout, ``h`` the last layer's output before it."""
+    if "lstm_output" not in extra:
+        raise ValueError("--ar-alpha / --tar-beta regularise an LSTM's outputs: they need an LSTM model (--arch lstm_*)")
+    mask = keep.unsqueeze(-1).to(extra["lstm_output"].dtype)
+    units = extra["lstm_output"].size(-1)
+    penalty = alpha * (extra["lstm_output"].pow(2) * mask).sum() / (mask.sum() * units).clamp(min=1)
+    raw = extra["lstm_raw"]
+    steps = mask[:, 1:] * mask[:, :-1]
+    return penalty + beta * ((raw[:, 1:] - raw[:, :-1]).pow(2) * steps).sum() / (steps.sum() * units).clamp(min=1)
 
 
 @register_criterion("adaptive_cross_entropy", dataclass=AdaptiveCrossEntropyConfig)
 class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
-    def __init__(self, task, sentence_avg, no_cluster_stats=False):
+    def __init__(self, task, sentence_avg, no_cluster_stats=False, ar_alpha=0.0, tar_beta=0.0):
         super().__init__(task, sentence_avg)
         self.cluster_stats = not no_cluster_stats
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
 
     def forward(self, model, sample, reduce=True):
         if not reduce:
@@ -58,11 +81,16 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
         loss, per_cluster, counts = scorer.loss(net_output[0], target, self.padding_idx)
         sample_size = sample["target"].size(0) if self.sentence_avg else sample["ntokens"]
         logging_output = {
-            "loss": loss.data,
+            "loss": loss.data,  # the NLL alone: perplexities stay perplexities with AR/TAR on
             "ntokens": sample["ntokens"],
             "nsentences": sample["target"].size(0),
             "sample_size": sample_size,
         }
+        if (self.ar_alpha or self.tar_beta) and model.training:
+            # added to the summed loss times the sample size, so the step's gradient is AWD-LSTM's mean-loss one
+            penalty = activation_penalties(net_output[1], target != self.padding_idx, self.ar_alpha, self.tar_beta)
+            loss = loss + penalty * sample_size
+            logging_output["activation_penalty"] = penalty.data * sample_size
         if self.cluster_stats and per_cluster.numel() > 1:
             for i, (cluster_loss, cluster_tokens) in enumerate(zip(per_cluster, counts)):
                 logging_output[f"cluster{i}_loss"] = cluster_loss
@@ -73,6 +101,10 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
     def reduce_metrics(cls, logging_outputs) -> None:
         super().reduce_metrics(logging_outputs)
         ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        if any("activation_penalty" in log for log in logging_outputs):
+            penalty = sum(log.get("activation_penalty", 0) for log in logging_outputs)
+            size = sum(log.get("sample_size", 0) for log in logging_outputs)
+            metrics.log_scalar("ar_tar", float(penalty) / max(size, 1), size, priority=400, round=4)
         keys = sorted({int(m.group(1)) for log in logging_outputs for k in log if (m := _CLUSTER_KEY.match(k))})
         for i in keys:
             n = sum(log.get(f"cluster{i}_ntokens", 0) for log in logging_outputs)

@@ -1,1 +1,1 @@
-from . import adaptive_lm, adaptive_transformer, lm_architectures, txl_architectures, txl_lm  # noqa: F401
+from . import adaptive_lm, adaptive_transformer, lm_architectures, lstm_architectures, lstm_lm, txl_architectures, txl_lm  # noqa: F401

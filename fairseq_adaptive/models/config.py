@@ -156,3 +156,34 @@ class DictionaryRecordConfig:
     dictionary_file: Optional[str] = field(
         default=None, metadata={"help": "set when the model is first built: the dictionary file it was built with"}
     )
+
+
+@dataclass
+class VocabularyConfig:
+    """The vocabulary-layer flags of a language model that does not inherit them from fairseq's
+    ``TransformerLanguageModelConfig`` (Transformer-XL, LSTM): fairseq's names, read by ``vocab_flags.describe``."""
+
+    adaptive_input: bool = field(default=False, metadata={"help": "adaptive input representations"})
+    adaptive_input_factor: float = field(default=4, metadata={"help": "adaptive input: width divisor per band"})
+    adaptive_input_cutoff: Optional[str] = field(default=None, metadata={"help": "adaptive input band boundaries"})
+    adaptive_softmax_cutoff: Optional[str] = field(
+        default=None, metadata={"help": "adaptive (clustered) softmax cluster boundaries, e.g. 20000,40000,200000"}
+    )
+    adaptive_softmax_factor: float = field(
+        default=4, metadata={"help": "width divisor per cluster (1: Transformer-XL's clusters at full width)"}
+    )
+    adaptive_softmax_dropout: float = field(default=0, metadata={"help": "dropout in the adaptive softmax tail"})
+    tie_adaptive_weights: bool = field(
+        default=False,
+        metadata={"help": "tie the softmax's word rows to the input layer (a plain table: with factor 1)"},
+    )
+    tie_adaptive_proj: bool = field(default=False, metadata={"help": "tie the tail projections too"})
+    share_decoder_input_output_embed: bool = field(
+        default=False, metadata={"help": "tie a full softmax to the plain input table"}
+    )
+    decoder_input_dim: Optional[int] = field(
+        default=None, metadata={"help": "width of the plain table (projected to the model width)"}
+    )
+    decoder_output_dim: Optional[int] = field(default=None, metadata={"help": "softmax input width"})
+    no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(d)"})
+    output_bias: bool = field(default=False, metadata={"help": "a learned bias per output word (Transformer-XL's)"})
