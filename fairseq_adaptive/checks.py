@@ -227,8 +227,8 @@ def read_failure(path: str, error: BaseException) -> ValueError:
     if zipfile.is_zipfile(path):
         return unreadable_checkpoint(path, "holds objects a fairseq checkpoint does not (it is not one, or was "
                                            "written by other code)")
-    return unreadable_checkpoint(path, "is not a checkpoint torch can read (damaged, cut short, or another kind "
-                                       "of file)")
+    return unreadable_checkpoint(path, f"is not a checkpoint torch can read (damaged, cut short, or another kind "
+                                       f"of file; torch's loader raised {type(error).__name__})")
 
 
 def read_checkpoint(path: str) -> dict:

@@ -96,6 +96,16 @@ def test_ar_tar_against_the_formula():
     assert got.item() == pytest.approx(2.0 * ar + 1.0 * tar, rel=1e-6)
 
 
+def test_ar_tar_in_half_precision_equals_fp32():
+    """Under --fp16 the penalty's element count (tokens x units) alone is past half precision's range."""
+    torch.manual_seed(0)
+    dropped, raw = torch.randn(80, 70, 400), torch.randn(80, 70, 400)
+    keep = torch.ones(80, 70, dtype=torch.bool)
+    ref = activation_penalties({"lstm_output": dropped, "lstm_raw": raw}, keep, 2.0, 1.0)
+    half = activation_penalties({"lstm_output": dropped.half(), "lstm_raw": raw.half()}, keep, 2.0, 1.0)
+    assert torch.isfinite(half) and half.item() == pytest.approx(ref.item(), rel=1e-3)
+
+
 def test_counts():
     # AWD-LSTM on Penn Treebank: 24M (Merity et al. 2018), a 10,000-word table of 400 tied to the softmax, plus biases
     v = 10000

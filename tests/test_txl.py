@@ -157,6 +157,8 @@ def test_clustered_softmax_tied_to_a_plain_table_with_biases():
     loss.backward()
     assert table.grad.abs().sum() > 0 and sm.word_bias.grad.abs().sum() > 0 and sm.cluster_bias.grad.abs().sum() > 0
     assert not list(sm.tail.parameters())  # clusters at full width: no projections
+    dropped = AdaptiveSoftmax(30, 6, [10, 20], dropout=0.5, factor=1, table=table).train()
+    assert all(tail.hidden(x) is x for tail in dropped.tail)  # the input is dropped once, by the layer, not again
 
 
 # ----------------------------------------------------------------------------------------------- parameter counts

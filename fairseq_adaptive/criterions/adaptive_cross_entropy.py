@@ -57,10 +57,11 @@ def activation_penalties(extra: dict, keep: torch.Tensor, alpha: float, beta: fl
     the LSTM's output after its dropout, ``h`` the last layer's output before it."""
     if "lstm_output" not in extra:
         raise ValueError("--ar-alpha / --tar-beta regularise an LSTM's outputs: they need an LSTM model (--arch lstm_*)")
-    mask = keep.unsqueeze(-1).to(extra["lstm_output"].dtype)
-    units = extra["lstm_output"].size(-1)
-    penalty = alpha * (extra["lstm_output"].pow(2) * mask).sum() / (mask.sum() * units).clamp(min=1)
-    raw = extra["lstm_raw"]
+    # in fp32: under --fp16 the element count alone (tokens x units) is past half precision's range
+    out, raw = extra["lstm_output"].float(), extra["lstm_raw"].float()
+    mask = keep.unsqueeze(-1).float()
+    units = out.size(-1)
+    penalty = alpha * (out.pow(2) * mask).sum() / (mask.sum() * units).clamp(min=1)
     steps = mask[:, 1:] * mask[:, :-1]
     return penalty + beta * ((raw[:, 1:] - raw[:, :-1]).pow(2) * steps).sum() / (steps.sum() * units).clamp(min=1)
 

@@ -15,6 +15,8 @@ from .lstm_lm import LSTMLanguageModelConfig
 
 
 def _base(args) -> None:
+    # AWD-LSTM feeds its table to the LSTM unscaled (fairseq's Transformers scale by sqrt(m))
+    _set(args, no_scale_embedding=True)
     fill_dataclass_defaults(args, LSTMLanguageModelConfig)
 
 

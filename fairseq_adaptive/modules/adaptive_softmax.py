@@ -49,8 +49,9 @@ class TailCluster(nn.Module):
         self.dropout = dropout
 
     def hidden(self, x: Tensor) -> Tensor:
-        if self.proj is not None:
-            x = F.linear(x, self.proj.t() if self.proj_transposed else self.proj)
+        if self.proj is None:  # the layer's input, dropped out once already
+            return x
+        x = F.linear(x, self.proj.t() if self.proj_transposed else self.proj)
         return _dropout(x, self.dropout, self.training)
 
 

@@ -138,10 +138,12 @@ class BPTTLMTask(TruncatedBPTTLMTask):
             return FairseqTask.get_batch_iterator(self, dataset, num_workers=num_workers, epoch=epoch,
                                                   data_buffer_size=data_buffer_size,
                                                   skip_remainder_batch=skip_remainder_batch, **kwargs)
+        # every GPU has the same number of segments, a multiple of --update-freq: nothing to skip, and skipping
+        # (--skip-remainder-batch) would drop the stream's last segments
         return iterators.EpochBatchIterator(
             dataset=dataset, collate_fn=self._collate_fn, num_workers=num_workers, epoch=epoch,
             buffer_size=data_buffer_size, batch_sampler=[[i] for i in range(len(dataset))], disable_shuffling=True,
-            skip_remainder_batch=skip_remainder_batch,
+            skip_remainder_batch=False,
         )
 
     def _collate_fn(self, items):
