@@ -84,6 +84,22 @@ def adaptive_lm_wiki103_sm_t(args):
     adaptive_lm_wiki103_sm(args)
 
 
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_bpe")
+def adaptive_lm_wiki103_bpe(args):
+    """BPE: byte-pair units (32K merges; 33,337 entries on WikiText-103 in the paper), 1024-d embeddings, an untied full
+    softmax at 1024 (270M); compared with the word models at word level (``fairseq-eval-lm --remove-bpe``)."""
+    _wiki103_body(args)
+    _set(args, decoder_input_dim=1024, decoder_output_dim=1024)
+    _base(args)
+
+
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_bpe_t")
+def adaptive_lm_wiki103_bpe_t(args):
+    """BPE-T: BPE with the input embedding and the softmax weights tied (235.7M)."""
+    _set(args, share_decoder_input_output_embed=True)
+    adaptive_lm_wiki103_bpe(args)
+
+
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_asm")
 def adaptive_lm_wiki103_asm(args):
     """ASM: 64-d word embeddings projected to 1024, adaptive softmax at 1024 (263.1M)."""
