@@ -2,6 +2,7 @@
 wall-clock minutes on one binarised corpus, score its best checkpoint with fairseq-eval-lm on valid and test, and
 print a markdown table (parameters, updates, words/s, perplexities) plus a JSON file."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -30,6 +31,23 @@ def add_common_arguments(parser, work: str, minutes: float):
     parser.add_argument("--summarize-only", action="store_true", help="re-read the logs of an earlier run")
 
 
+def bundled_corpus_parser(description: str, work: str, minutes: float, tokens_per_sample: int) -> argparse.ArgumentParser:
+    """The arguments of a comparison on the bundled corpus (``--data`` to use another)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "data" / "lm-sample"))
+    add_common_arguments(parser, work, minutes)
+    parser.set_defaults(tokens_per_sample=tokens_per_sample)
+    return parser
+
+
+def prepare(parser: argparse.ArgumentParser):
+    """Parse the arguments, binarise the corpus once: ``(args, work folder, binarised data, coverage cutoffs)``."""
+    args = parser.parse_args()
+    work = Path(args.work)
+    bin_dir = binarise(args.data, work)
+    return args, work, bin_dir, coverage_cutoff(bin_dir)
+
+
 def check_corpus(data: str, files) -> None:
     """Stop with what to pass when ``data`` does not hold the corpus."""
     missing = [f for f in files if not any((Path(data) / f"{f}{ext}").exists() for ext in ("", ".gz"))]
@@ -45,6 +63,23 @@ def binarise(data: str, work: Path) -> Path:
     if not (bin_dir / "dict.txt").exists():
         run(["bash", ROOT / "scripts" / "prepare_lm.sh", data, bin_dir], work / "preprocess.log")
     return bin_dir
+
+
+def coverage_cutoff(bin_dir: Path) -> str:
+    """Band boundaries from the dictionary's counts: 90% and 98% of the training tokens (the demo's bands)."""
+    from fairseq.data import Dictionary
+
+    sys.path.insert(0, str(ROOT))
+    from fairseq_adaptive.tasks.adaptive_language_modeling import derive_cutoffs
+
+    return ",".join(map(str, derive_cutoffs(Dictionary.load(str(bin_dir / "dict.txt")), [0.9, 0.98])))
+
+
+def tied_adaptive(cutoff: str):
+    """Flags of an adaptive input at ``cutoff`` (factor 4) and the adaptive softmax tied to it."""
+    return ["--adaptive-input", "--adaptive-input-cutoff", cutoff, "--adaptive-softmax-cutoff", cutoff,
+            "--adaptive-input-factor", "4", "--adaptive-softmax-factor", "4", "--tie-adaptive-weights",
+            "--tie-adaptive-proj"]
 
 
 def train_and_score(args, bin_dir: Path, name: str, arch: str, extra, body, lr="0.002", batching=None,

@@ -130,10 +130,11 @@ def main(argv=None):
     from fairseq.models import FairseqLanguageModel
 
     from fairseq_adaptive.checks import check_checkpoint
+    from fairseq_adaptive.models.adaptive_lm import LM_TASKS
 
     for path in args.checkpoints:
         try:  # a language model of any kind, readable, before anything is loaded
-            check_checkpoint(path, FairseqLanguageModel, ("language_modeling", "adaptive_language_modeling"),
+            check_checkpoint(path, FairseqLanguageModel, LM_TASKS,
                              "this script scores language models; translation models are scored by fairseq-generate "
                              "--score-reference")
         except ValueError as e:
@@ -144,8 +145,6 @@ def main(argv=None):
         sys.exit(f"error: --edges={args.edges!r} is not a comma-separated list of integers such as 10,100,1000")
     if edges != sorted(set(edges)) or edges[0] <= 0:
         sys.exit(f"error: --edges={args.edges} must be positive and strictly increasing")
-
-    import fairseq_adaptive  # noqa: F401  (registers the models the checkpoints name)
 
     rows, total = {}, None
     for name, path in zip(names, args.checkpoints):

@@ -13,7 +13,8 @@ from what this prints, so the docs are regenerated from here: ``python scripts/p
   input-output layers, DeFINE unit and total of each row beside the paper's, at the original Transformer-XL
   vocabulary (267,735 words) that the paper counted; and ``txl_wiki103_base`` at fairseq's 267,744-word dictionary.
 - ``lstm`` (docs/lstm.md): DeFINE's LSTM language models (Mehta et al. 2020): Table 1a (WikiText-103, at the
-  267,735-word vocabulary the paper counted), Table 4's transformations as whole LSTM models (its R4 body), Table 1c
+  267,735-word vocabulary the paper counted), Table 4's transformations and Table 6's variants as whole LSTM models
+  (its R4 body), Table 1c
   (AWD-LSTM on Penn Treebank's 10,000 words), beside the paper's counts.
 - ``translation`` (docs/translation.md): the WMT'14 models against fairseq's, at a 32,008-entry joined dictionary.
 - ``configs`` (docs/configs.md): the model each hydra config under configs/ builds (the architecture its header names).
@@ -41,6 +42,7 @@ PAPER = [
     ("ADP-T", "adaptive_lm_wiki103_adp_t", 246.9),
     ("BPE", "adaptive_lm_wiki103_bpe", 270.0),
     ("BPE-T", "adaptive_lm_wiki103_bpe_t", 235.7),
+    ("CNN", "adaptive_lm_wiki103_cnn", 266.3),
 ]
 # the BPE rows' vocabulary: 32K merges gave the paper 33,337 entries on WikiText-103
 BPE_VOCAB = 33337
@@ -93,6 +95,10 @@ LSTM_PAPER = [
      ] + [(f"Table 4: {row}", "lstm_wiki103_define_n384",
       ["--define-transform", transform, "--define-connection", connection, "--define-max-groups", "8"], TXL_VOCAB,
       f"- / - / - / {paper:.2f}", "-") for row, transform, connection, paper in ABLATIONS] + [
+    ("Table 6a: DeFINE + residual conn.", "lstm_wiki103_define_n384", ["--define-connection", "residual"], TXL_VOCAB,
+     "- / - / - / 41.63", "39.03"),
+    ("Table 6b: DeFINE - Reduce", "lstm_wiki103_define_n384", ["--define-no-reduce"], TXL_VOCAB,
+     "- / - / - / 43.91", "38.34"),
     ("Table 1c: AWD-LSTM", "lstm_awd_ptb", [], 10000, "- / - / - / 24", "58.8"),
     ("Table 1c: AWD-LSTM + DeFINE (n=128, k=1024, N=7, m=400)", "lstm_awd_ptb_define", [], 10000,
      "- / - / - / 20", "54.2"),

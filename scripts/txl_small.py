@@ -18,39 +18,20 @@ Prints a markdown table, writes WORK/txl.json and the learning curves (--curves)
   python scripts/txl_small.py                        # the bundled corpus, 3 minutes per row
 """
 
-import argparse
 import logging
-import sys
-from pathlib import Path
 
-from fairseq.data import Dictionary
-
-from equal_budget import ROOT, add_common_arguments, binarise, report, train_and_score  # same folder
-
-sys.path.insert(0, str(ROOT))
-from fairseq_adaptive.tasks.adaptive_language_modeling import derive_cutoffs  # noqa: E402
+from equal_budget import ROOT, bundled_corpus_parser, prepare, report, train_and_score  # same folder
+from equal_budget import tied_adaptive as adaptive
 
 BODY = ["--decoder-layers", "4", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "1024",
         "--decoder-attention-heads", "4", "--dropout", "0.1", "--attention-dropout", "0.1"]
 DEFINE = ["--define-dim", "64", "--define-expand-dim", "1024", "--define-layers", "3"]
 
 
-def adaptive(cutoff: str):
-    return ["--adaptive-input", "--adaptive-input-cutoff", cutoff, "--adaptive-softmax-cutoff", cutoff,
-            "--adaptive-input-factor", "4", "--adaptive-softmax-factor", "4", "--tie-adaptive-weights",
-            "--tie-adaptive-proj"]
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(ROOT / "data" / "lm-sample"))
+    parser = bundled_corpus_parser(__doc__, "txl", minutes=3.0, tokens_per_sample=128)
     parser.add_argument("--curves", default=str(ROOT / "docs" / "txl_curves.png"))
-    add_common_arguments(parser, "txl", minutes=3.0)
-    parser.set_defaults(tokens_per_sample=128)
-    args = parser.parse_args()
-    work = Path(args.work)
-    bin_dir = binarise(args.data, work)
-    cutoff = ",".join(map(str, derive_cutoffs(Dictionary.load(str(bin_dir / "dict.txt")), [0.9, 0.98])))
+    args, work, bin_dir, cutoff = prepare(parser)
     tps = args.tokens_per_sample
     vanilla = dict(evaluation=["--tokens-per-sample", 128, "--context-window", 64, "--max-tokens", 8192])
     xl = dict(batching=["--task", "bptt_lm", "--batch-size", 4096 // tps, "--mem-len", tps],

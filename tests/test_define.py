@@ -57,6 +57,43 @@ def test_ablation_layouts(transform, connection, expected):
     assert shapes(define_layout(16, 64, 32, 3, 4, transform, connection)) == expected
 
 
+def test_residual_layout_holds_every_layer_at_half_k():
+    # Table 6a: every grouped layer k/2 wide (64 / 2 = 32, a multiple of max(4, 2, 1, 8)), no link to x
+    assert shapes(define_layout(16, 64, 32, 3, 4, "hgt", "residual")) == [(16, 32, 4), (32, 32, 2), (32, 32, 1)]
+    # k/2 = 500 rounds up to 504 (a multiple of 8); the first layer reads d
+    assert shapes(define_layout(192, 1000, 384, 3, 8, "hgt", "residual")) == [(192, 504, 4), (504, 504, 2),
+                                                                               (504, 504, 1)]
+
+
+def test_residual_unit_adds_each_layers_input_to_its_output():
+    torch.manual_seed(0)
+    emb = nn.Embedding(50, 16, padding_idx=1)
+    # d = 32 = k/2: the first layer has a residual too
+    unit = DeFINE(emb, 16, 64, DefineOptions(expand_dim=64, n_layers=3, max_groups=4, connection="residual",
+                                             dropout=0.0, embed_dropout=0.0)).eval()
+    for p in unit.parameters():
+        nn.init.normal_(p, std=0.3)
+    tokens = torch.randint(2, 50, (2, 5))
+    x = unit.input_layer(emb(tokens).view(1, -1, 16))[0]
+    y = x
+    for layer, spec in zip(unit.layers, unit.layout):
+        y = y + layer(group_major(y, spec.groups)).transpose(0, 1).reshape(y.shape)  # group j = features j
+    expected = unit.output_layer(y.unsqueeze(0))[0].view(2, 5, 64)
+    torch.testing.assert_close(unit(tokens), expected)
+    assert unit.output_layer.weight.shape == (1, 32, 64)  # reads y_N (k/2) alone and reduces it to m
+
+
+def test_unit_without_reduction_ends_at_k():
+    emb = nn.Embedding(50, 16, padding_idx=1)
+    reduced = DeFINE(emb, 16, 32, DefineOptions(expand_dim=64, n_layers=3, max_groups=4))
+    kept = DeFINE(emb, 16, 32, DefineOptions(expand_dim=64, n_layers=3, max_groups=4, reduce=False))
+    # same d = m / 2 = 16 and the same first layers; the last grouped layer and the output layer end at k = 64
+    assert shapes(kept.layout) == shapes(reduced.layout)[:-1] + [(80, 64, 1)]
+    assert kept(torch.randint(2, 50, (3, 4))).shape == (3, 4, 64) and kept.embedding_dim == 64
+    extra = (80 * 64 + 64 + 2 * 64) - (80 * 32 + 32 + 2 * 32) + (80 * 64 + 64 + 2 * 64) - (48 * 32 + 32 + 2 * 32)
+    assert kept.block_parameters() - reduced.block_parameters() == extra
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -117,7 +154,7 @@ def tiny_define(cache=False, transform="hgt", connection="mixer"):
 
 
 @pytest.mark.parametrize("transform", ["hgt", "glt", "glt_shuffle", "linear"])
-@pytest.mark.parametrize("connection", ["mixer", "concat", "none"])
+@pytest.mark.parametrize("connection", ["mixer", "concat", "none", "residual"])
 def test_gradient_reaches_every_parameter(transform, connection):
     d = tiny_define(transform=transform, connection=connection)
     tokens = torch.arange(2, 300).view(2, -1)  # every band, no padding

@@ -150,3 +150,20 @@ def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
     hub = LSTMLanguageModel.from_pretrained(str(ckpt), "checkpoint_last.pt", str(lm_data), user_dir=USER_DIR)
     hub.eval()
     assert_incremental_equals_full(hub)
+
+
+def test_define_without_reduction_feeds_k_to_the_first_layer():
+    # lstm_define_tiny: n=16, k=64, m=32; Table 6b's "- Reduce" hands the LSTM DeFINE's k-wide output
+    reduced = build_on_meta("lstm_define_tiny", 300)
+    kept = build_on_meta("lstm_define_tiny", 300, ["--define-no-reduce"])
+    first = kept.decoder.body.layers[0]
+    assert first.input_size == 64 and kept.decoder.body.layers[-1].hidden_size == 32
+    assert reduced.decoder.body.layers[0].input_size == 32
+    unit = kept.decoder.embed_tokens.define_parameters() - reduced.decoder.embed_tokens.define_parameters()
+    assert count_parameters(kept) - count_parameters(reduced) == unit + 4 * 64 * (64 - 32)  # W_ih reads 64, not 32
+
+
+def test_define_without_reduction_is_refused_where_the_body_runs_at_m():
+    with pytest.raises(ValueError, match="--define-no-reduce feeds DeFINE's k-wide output .* drop --define-no-reduce"):
+        build_on_meta("adaptive_lm_wiki103_define_n64", 1000, ["--define-no-reduce", "--adaptive-softmax-cutoff",
+                                                                "200,500", "--adaptive-input-cutoff", "200,500"])

@@ -66,13 +66,11 @@ class AdaptiveLanguageModel(CheckedHub, TransformerLanguageModel):
         check_dictionary(args, dictionary, data_of(task))
         guard_task(task)
         layers = describe(args, dictionary, LM)
-        if safe_getattr(args, "character_embeddings", False):
-            raise ValueError("adaptive_lm does not support --character-embeddings: use transformer_lm for those")
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
         if safe_getattr(args, "max_target_positions", None) is None:
             args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
-        embedder = build_embedder(layers.input)
+        embedder = build_embedder(layers.input, dictionary)
         decoder = AdaptiveDecoder(args, task.target_dictionary, embedder, layers.output, no_encoder_attn=True)
         return cls(decoder)
 

@@ -79,7 +79,8 @@ class DefineConfig(FairseqDataclass):
         default=DEFINE_DEFAULTS.connection,
         metadata={
             "help": "DeFINE: how each grouped layer after the first reads the projected input: mixer (chunk by "
-            "chunk, the paper's), concat (joined whole: 'w/o mixer'), none (not at all): Table 4's ablations"
+            "chunk, the paper's), concat (joined whole: 'w/o mixer'), none (not at all): Table 4's ablations; "
+            "residual (every layer k/2 wide, adding its input to its output: Table 6a)"
         },
     )
     define_activation: ChoiceEnum(list(ACTIVATIONS)) = field(
@@ -95,6 +96,13 @@ class DefineConfig(FairseqDataclass):
         metadata={
             "help": "DeFINE: in eval mode, compute every token's output once into a V x m table and look it up "
             "(same outputs; rebuilt after any weight change). For eval-lm / generation"
+        },
+    )
+    define_no_reduce: bool = field(
+        default=not DEFINE_DEFAULTS.reduce,
+        metadata={
+            "help": "DeFINE without the reduction to the model width: the body reads the k-wide output (an LSTM's "
+            "first layer; Table 6b's '- Reduce')"
         },
     )
 

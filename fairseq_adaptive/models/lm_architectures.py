@@ -100,6 +100,18 @@ def adaptive_lm_wiki103_bpe_t(args):
     adaptive_lm_wiki103_bpe(args)
 
 
+@register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_cnn")
+def adaptive_lm_wiki103_cnn(args):
+    """CNN: word vectors from a character CNN (Kim et al. 2016 as in the paper: 128-d character embeddings, filters of
+    widths 1..7 with 128, 256, 384, 512, 512, 512, 512 features, max pooling, one highway layer, no word-boundary
+    markers) projected to 1024, and ASM's adaptive softmax (266.3M)."""
+    _wiki103_body(args)
+    _wiki103_adaptive_softmax(args)
+    _set(args, character_embeddings=True, character_embedding_dim=128, char_embedder_highway_layers=1,
+         character_filters="[(1, 128), (2, 256), (3, 384), (4, 512), (5, 512), (6, 512), (7, 512)]")
+    _base(args)
+
+
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_asm")
 def adaptive_lm_wiki103_asm(args):
     """ASM: 64-d word embeddings projected to 1024, adaptive softmax at 1024 (263.1M)."""

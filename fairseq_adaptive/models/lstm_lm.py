@@ -50,7 +50,7 @@ class LSTMDecoder(StreamDecoder):
     def __init__(self, cfg, dictionary, embedder: Embedder, output: OutputSpec):
         super().__init__(dictionary, embedder, safe_getattr(cfg, "max_target_positions", None))
         m = cfg.decoder_embed_dim
-        self.body = LSTMStack(m, cfg.decoder_hidden_dim, m, cfg.decoder_layers, cfg.weight_drop, cfg.input_dropout,
+        self.body = LSTMStack(embedder.embedding_dim, cfg.decoder_hidden_dim, m, cfg.decoder_layers, cfg.weight_drop, cfg.input_dropout,
                               cfg.hidden_dropout, cfg.dropout)
         self.scorer = build_scorer(output, embedder)
         if not 0.0 <= cfg.word_dropout < 1.0:
@@ -71,5 +71,5 @@ class LSTMLanguageModel(CheckedHub, FairseqLanguageModel):
 
     @classmethod
     def build_model(cls, args, task):
-        layers, embedder = vocabulary_layers(args, task, "the LSTM's hidden state")
+        layers, embedder = vocabulary_layers(args, task, "the LSTM's hidden state", wide_input=True)
         return cls(LSTMDecoder(args, task.target_dictionary, embedder, layers.output))

@@ -91,10 +91,11 @@ class StreamDecoder(FairseqIncrementalDecoder):
             self.set_incremental_state(incremental_state, "cache", {"seen": cache["seen"], "state": state})
 
 
-def vocabulary_layers(args, task, carried: Optional[str]) -> Tuple[VocabLayers, Embedder]:
+def vocabulary_layers(args, task, carried: Optional[str], wide_input: bool = False) -> Tuple[VocabLayers, Embedder]:
     """What every stream model builds first: the checks of the task and the dictionary, the description of the
     vocabulary layers, and the embedder. ``carried`` names the state a stream would carry (None: the model has none
-    configured), for the warning under a task without streams."""
+    configured), for the warning under a task without streams; ``wide_input``: the body reads an input of any width
+    (see :func:`describe`)."""
     fairseq_fixes.apply()
     if safe_getattr(getattr(task, "cfg", None), "_name", None) == "truncated_bptt_lm":
         raise ValueError("--task truncated_bptt_lm scores every segment but its last token and does not tell the "
@@ -105,5 +106,5 @@ def vocabulary_layers(args, task, carried: Optional[str]) -> Tuple[VocabLayers, 
     dictionary = task.source_dictionary
     check_dictionary(args, dictionary, data_of(task))
     guard_task(task)
-    layers = describe(args, dictionary, LM)
-    return layers, build_embedder(layers.input)
+    layers = describe(args, dictionary, LM, wide_input=wide_input)
+    return layers, build_embedder(layers.input, dictionary)

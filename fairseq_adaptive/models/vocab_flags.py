@@ -6,12 +6,14 @@ side being described (``--encoder-adaptive-input-cutoff`` for a translation enco
 decoder, ``--define-dim`` for a language model), the value, and the fix. Modules keep their own invariants only.
 """
 
+import ast
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
 from fairseq.utils import safe_getattr
 
 from ..modules.adaptive_input import band_dims, check_cutoff
+from ..modules.char_cnn import CharCNNOptions
 from ..modules.define import ACTIVATIONS, DefineOptions, define_layout
 from ..modules.vocab_layers import TIE_ALL, TIE_NONE, TIE_WEIGHTS, InputSpec, OutputSpec
 
@@ -108,6 +110,7 @@ def define_options(args) -> DefineOptions:
         dropout=_fraction(args, "define_dropout", d.dropout),
         embed_dropout=_fraction(args, "define_embed_dropout", d.embed_dropout),
         cache=bool(_get(args, "define_cache", d.cache)),
+        reduce=not _get(args, "define_no_reduce", not d.reduce),
     )
     # the transform and the connection are checked by define_layout (see _define), which names the same flags
     if options.activation not in ACTIVATIONS:
@@ -117,9 +120,16 @@ def define_options(args) -> DefineOptions:
     return options
 
 
-def _define(args, side: Side, width: int, model_dim: int) -> DefineOptions:
-    """DeFINE's options, checked together with the widths they meet."""
+def _define(args, side: Side, width: int, model_dim: int, wide_input: bool) -> DefineOptions:
+    """DeFINE's options, checked together with the widths they meet (``wide_input``: the body reads an input of any
+    width, so the unit may end at k)."""
     options = define_options(args)
+    if not options.reduce and not wide_input:
+        raise ValueError(
+            f"--define-no-reduce feeds DeFINE's k-wide output ({options.expand_dim}) to the body, which only the LSTM "
+            f"reads (its first layer takes any width); this model's layers all run at {flag(side.model_dim)}: drop "
+            f"--define-no-reduce"
+        )
     if options.expand_dim < width:
         raise ValueError(
             f"--define-expand-dim={options.expand_dim} is narrower than {flag(side.define_dim)}={width}: DeFINE "
@@ -127,7 +137,7 @@ def _define(args, side: Side, width: int, model_dim: int) -> DefineOptions:
         )
     # the unit's own layout checks (group counts that split every width, k at least d, the transform and the
     # connection), before anything is built
-    define_layout(options.projected_width(model_dim), options.expand_dim, model_dim, options.n_layers,
+    define_layout(options.projected_width(model_dim), options.expand_dim, options.unit_width(model_dim), options.n_layers,
                   options.max_groups, options.transform, options.connection)
     return options
 
@@ -146,10 +156,11 @@ def check_frequency_sorted(dictionary, what: str = "dict.txt") -> None:
 
 
 def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None,
-             dict_file: str = "dict.txt") -> VocabLayers:
+             dict_file: str = "dict.txt", wide_input: bool = False) -> VocabLayers:
     """One side's vocabulary layers from the flags and the dictionary (``dict_file``, for messages), validated.
     ``auto_cutoffs`` derives the cutoffs given as ``auto`` (our language-modelling task passes one; elsewhere ``auto``
-    is refused with the fix)."""
+    is refused with the fix). ``wide_input``: the body reads an input wider than its model width (the LSTM), which
+    DeFINE without its reduction gives."""
     vocab = len(dictionary)
     model_dim = _get(args, side.model_dim)
     raw_define = _get(args, side.define_dim)
@@ -176,13 +187,41 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
                              f"({side.cutoff_hint})")
         check_cutoff(cutoff, vocab, flag(name))
         band_dims(width, factor, len(cutoff) + 1, "--adaptive-input-factor")
-    define = _define(args, side, width, model_dim) if define_dim is not None else None
+    define = _define(args, side, width, model_dim, wide_input) if define_dim is not None else None
+    chars = character_cnn(args, side, adaptive, define_dim, input_dim, model_dim)
     spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None, factor, define,
-                     not _get(args, "no_scale_embedding", False))
+                     not _get(args, "no_scale_embedding", False), chars)
     output = _describe_output(args, vocab, side, spec, auto_cutoffs, derived) if side.scores else None
     if spec.adaptive or (output is not None and output.adaptive):
         check_frequency_sorted(dictionary, dict_file)
     return VocabLayers(spec, output, tuple(derived))
+
+
+def character_cnn(args, side: Side, adaptive: bool, define_dim, input_dim, model_dim) -> Optional[CharCNNOptions]:
+    """``--character-embeddings`` (fairseq's flags): word vectors from a character CNN, which replaces the table."""
+    if not _get(args, "character_embeddings", False):
+        return None
+    if side is not LM:
+        raise ValueError("--character-embeddings is supported for language models only")
+    for name, value in ((side.adaptive_input, adaptive), (side.define_dim, define_dim)):
+        if value:
+            raise ValueError(f"--character-embeddings builds word vectors from characters: drop {flag(name)}")
+    if input_dim not in (None, model_dim):
+        raise ValueError(f"--character-embeddings projects to {flag(side.model_dim)}: drop {flag(side.input_dim)}")
+    raw = _get(args, "character_filters", None)
+    try:
+        filters = tuple((int(w), int(c)) for w, c in ast.literal_eval(str(raw)))
+    except (ValueError, SyntaxError, TypeError):
+        raise ValueError(f"--character-filters={raw!r} is not a list of (width, features) pairs, e.g. "
+                         f"\"[(1, 128), (2, 256), (3, 384)]\"") from None
+    if not filters or any(w < 1 or c < 1 for w, c in filters):
+        raise ValueError(f"--character-filters={raw!r}: give positive (width, features) pairs")
+    char_dim = _get(args, "character_embedding_dim", 4)
+    highway = _get(args, "char_embedder_highway_layers", 2)
+    if char_dim < 1 or highway < 0:
+        raise ValueError(f"--character-embedding-dim={char_dim} must be positive and --char-embedder-highway-layers="
+                         f"{highway} at least 0")
+    return CharCNNOptions(filters, char_dim, highway)
 
 
 def check_one_input_layer(args, src_dict, tgt_dict) -> None:
@@ -237,6 +276,9 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
         raise ValueError(f"{share_flag} ties a full softmax to a plain embedding; with adaptive input add "
                          f"--adaptive-softmax-cutoff (equal to the input's) and --tie-adaptive-weights")
     tie = (TIE_ALL if tie_proj else TIE_WEIGHTS) if tie_weights else (TIE_WEIGHTS if share else TIE_NONE)
+    if tie != TIE_NONE and tied_to.char_cnn is not None:
+        raise ValueError("--character-embeddings has no word table to tie the output layer to: drop "
+                         "--tie-adaptive-weights / --share-decoder-input-output-embed")
     # a tied output layer scores at the width of what it shares: the plain table's, n under DeFINE (through an m -> n
     # projection), m for an adaptive input's projections; untied, at the model width unless --decoder-output-dim
     shared = tied_to.width if tied_to.define is not None or not tied_to.adaptive else tied_to.model_dim

@@ -20,6 +20,12 @@ list is then reversed (N=3: 4, 2, 1; N=7 with max_groups=16: 2, 1, 16, 8, 4, 2, 
 Widths: N points spaced linearly from d to k, truncated to integers; the output of layer l < N is the l-th of them
 rounded up to a multiple of max(g_l, g_{l+1}, 8); layer N outputs m.
 
+Table 6's variants (the paper's appendix figures of them are not in our sources; what we chose): ``residual``
+(Table 6a) fixes every grouped layer at k/2 (rounded up to split evenly), adds each layer's input to its output where
+the widths agree (y_l = y_{l-1} + GLT_l(y_{l-1})), drops the links to x and lets the output layer reduce k/2 to m;
+``reduce=False`` (Table 6b, "- Reduce") ends the unit at k instead of m (its last grouped layer and output layer are
+k wide), for a body that reads any width.
+
 Each output depends on its token alone, so in eval mode the whole unit can be replaced by a V x m table computed
 once (``cache=True``, the paper's Section 3.4); the table is rebuilt whenever a parameter changes.
 """
@@ -39,8 +45,10 @@ from .triton_norm_act import ACTIVATIONS, norm_act
 # layer; glt_shuffle: the same with the released GLT's feature shuffle; linear: one group everywhere) ...
 TRANSFORMS = ("hgt", "glt", "glt_shuffle", "linear")
 # ... and how each layer after the first reaches the projected input x (mixer: DeFINE; concat: [x ; y] joined whole,
-# "DeFINE w/o mixer"; none: no link to x, the output layer reads y_N alone, the HGT / GLT / linear rows)
-CONNECTIONS = ("mixer", "concat", "none")
+# "DeFINE w/o mixer"; none: no link to x, the output layer reads y_N alone, the HGT / GLT / linear rows; residual:
+# Table 6a's "DeFINE + residual conn.", every grouped layer k/2 wide and adding its input to its output where the
+# widths agree, no link to x)
+CONNECTIONS = ("mixer", "concat", "none", "residual")
 
 
 @dataclass(frozen=True)
@@ -58,9 +66,14 @@ class DefineOptions:
     dropout: float = 0.1
     embed_dropout: float = 0.1  # the released DEFAULT_DROPOUT
     cache: bool = False  # eval mode: look tokens up in a V x m table computed once
+    reduce: bool = True  # False: Table 6b's "- Reduce", the unit ends at k instead of the model width m
 
     def projected_width(self, output_dim: int) -> int:
         return self.proj_dim or output_dim // 2
+
+    def unit_width(self, output_dim: int) -> int:
+        """The width of the unit's output for a model of width ``output_dim`` (m): m, or k without the reduction."""
+        return output_dim if self.reduce else self.expand_dim
 
 
 @dataclass(frozen=True)
@@ -97,8 +110,8 @@ def group_schedule(transform: str, n_layers: int, max_groups: int) -> List[int]:
 
 def linked_width(proj_dim: int, connection: str) -> int:
     """How much of the projected input x each layer after the first (and the output layer) reads besides its own
-    input: all of it (mixer, concat), or nothing (none)."""
-    return proj_dim if connection != "none" else 0
+    input: all of it (mixer, concat), or nothing (none, residual)."""
+    return proj_dim if connection in ("mixer", "concat") else 0
 
 
 def define_layout(
@@ -123,6 +136,14 @@ def define_layout(
     if connection not in CONNECTIONS:
         raise ValueError(f"--define-connection={connection!r}: choose one of {', '.join(CONNECTIONS)}")
     groups = group_schedule(transform, n_layers, max_groups)
+    if connection == "residual":
+        # Table 6a: "we fix the dimension of each layer to be k/2 instead of linearly spanning from n to k" (every
+        # grouped layer, the last included; the output layer then reduces k/2 to m), rounded up to split evenly
+        step = max(*groups, 8)
+        width = math.ceil(expand_dim // 2 / step) * step
+        layout = [LayerSpec(proj_dim if i == 0 else width, width, groups[i]) for i in range(n_layers)]
+        check_splits(layout, proj_dim, max_groups, connection)
+        return layout
     # truncation to integers as the released code does (numpy's linspace, then a cast)
     raw = np.linspace(proj_dim, expand_dim, n_layers).astype(np.int64).tolist()[1:]
     widths = []
@@ -132,6 +153,11 @@ def define_layout(
     widths.append(output_dim)
     skip = linked_width(proj_dim, connection)
     layout = [LayerSpec(proj_dim if i == 0 else widths[i - 1] + skip, widths[i], groups[i]) for i in range(n_layers)]
+    check_splits(layout, proj_dim, max_groups, connection)
+    return layout
+
+
+def check_splits(layout: List[LayerSpec], proj_dim: int, max_groups: int, connection: str) -> None:
     for i, spec in enumerate(layout):
         split = [proj_dim] if i == 0 or connection == "mixer" else []
         for what, width in [("projected width d", w) for w in split] + [("input", spec.in_dim), ("output", spec.out_dim)]:
@@ -140,7 +166,6 @@ def define_layout(
                     f"DeFINE layer {i + 1} has {spec.groups} groups, which do not split its {what} {width}: choose "
                     f"--define-max-groups (now {max_groups}), --define-proj-dim or --decoder-embed-dim so that it does"
                 )
-    return layout
 
 
 class GroupLinear(nn.Module):
@@ -249,15 +274,16 @@ class DeFINE(nn.Module):
         super().__init__()
         o = options
         proj_dim = o.projected_width(output_dim)
+        out_dim = o.unit_width(output_dim)
         self.map = embedding
         self.input_dim = input_dim
         self.proj_dim = proj_dim
-        self.embedding_dim = output_dim
+        self.embedding_dim = out_dim
         self.padding_idx = embedding.padding_idx
         self.embed_scale = embed_scale
         self.embed_dropout = o.embed_dropout
         self.connection = o.connection
-        self.layout = define_layout(proj_dim, o.expand_dim, output_dim, o.n_layers, o.max_groups, o.transform,
+        self.layout = define_layout(proj_dim, o.expand_dim, out_dim, o.n_layers, o.max_groups, o.transform,
                                     o.connection)
         self.input_layer = GroupLinear(input_dim, proj_dim, 1, o.activation, o.dropout)
         self.layers = nn.ModuleList(
@@ -265,7 +291,7 @@ class DeFINE(nn.Module):
             for s in self.layout
         )
         linked = linked_width(proj_dim, o.connection)
-        self.output_layer = GroupLinear(linked + output_dim, output_dim, 1, o.activation, o.dropout)
+        self.output_layer = GroupLinear(linked + self.layout[-1].out_dim, out_dim, 1, o.activation, o.dropout)
         self.cache = o.cache
         self.clear_cache()
 
@@ -287,9 +313,13 @@ class DeFINE(nn.Module):
                 else:
                     pieces = regroup(y, spec.groups)
                     y = pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
-            y = layer(y)
+            if self.connection == "residual" and spec.in_dim == spec.out_dim:
+                # input and output cut into the same groups at the same width: group j's features line up
+                y = y + layer(y)
+            else:
+                y = layer(y)
         last = flatten_groups(y)
-        z = last if self.connection == "none" else torch.cat([x, last], dim=-1)
+        z = last if linked_width(self.proj_dim, self.connection) == 0 else torch.cat([x, last], dim=-1)
         return self.output_layer(z.unsqueeze(0))[0]
 
     def compute(self, tokens: Tensor) -> Tensor:

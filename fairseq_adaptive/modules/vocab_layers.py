@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput
 from .adaptive_softmax import AdaptiveSoftmax
+from .char_cnn import CharCNN, CharCNNOptions
 from .define import DeFINE, DefineOptions
 from .full_softmax import FullSoftmax
 from .linear_cross_entropy import block_elements_for, rows_per_block
@@ -49,10 +50,16 @@ class InputSpec:
     factor: float = 4.0
     define: Optional[DefineOptions] = None
     scale_embedding: bool = True
+    char_cnn: Optional[CharCNNOptions] = None  # word vectors from their characters (then nothing else applies)
 
     @property
     def adaptive(self) -> bool:
         return self.cutoff is not None
+
+    @property
+    def output_dim(self) -> int:
+        """The width the body reads: m, or DeFINE's k when the unit keeps its expansion (``reduce=False``)."""
+        return self.define.unit_width(self.model_dim) if self.define is not None else self.model_dim
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class Embedder(nn.Module):
         self.embedding = embedding
         self.project = project
         self.scale = scale
-        self.embedding_dim = spec.model_dim  # what fairseq's encoder and decoder read
+        self.embedding_dim = spec.output_dim  # what the body reads (fairseq's encoder and decoder: m)
         self.padding_idx = spec.padding_idx
 
     def forward(self, tokens: Tensor) -> Tensor:
@@ -128,8 +135,16 @@ class Embedder(nn.Module):
         return self.embedding.block_parameters() if self.spec.define is not None else 0
 
 
-def build_embedder(spec: InputSpec) -> Embedder:
+def build_embedder(spec: InputSpec, dictionary=None) -> Embedder:
+    """The input layer of ``spec``; a character CNN reads the words of ``dictionary`` (fairseq's, or any object with
+    ``symbols``, ``nspecial``, ``pad()``, ``eos()``, ``unk()``)."""
     m, n = spec.model_dim, spec.width
+    if spec.char_cnn is not None:
+        if dictionary is None:
+            raise ValueError("a character CNN input needs the dictionary's words")
+        chars = CharCNN(dictionary.symbols, dictionary.nspecial, dictionary.pad(), dictionary.eos(), dictionary.unk(),
+                        spec.char_cnn, m)
+        return Embedder(spec, chars, math.sqrt(m) if spec.scale_embedding else 1.0, None)
     if spec.adaptive:
         # without DeFINE the bands project to m themselves; under DeFINE to n, where DeFINE starts
         table = AdaptiveInput(spec.vocab_size, spec.padding_idx, n, spec.factor, n if spec.define else m, spec.cutoff)
