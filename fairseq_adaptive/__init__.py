@@ -21,6 +21,6 @@ if not hasattr(numpy, "compat"):
 if hasattr(torch.serialization, "add_safe_globals"):
     torch.serialization.add_safe_globals([argparse.Namespace])
 
-from . import criterions, models, tasks  # noqa: E402,F401
+from . import criterions, models, optim, tasks  # noqa: E402,F401
 
 __version__ = "0.1.0"

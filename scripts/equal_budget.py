@@ -1,4 +1,5 @@
-"""Shared by the small-scale reproductions (table3_small.py, define_small.py): train each row for the same
+"""Shared by the small-scale reproductions (table3_small.py, define_small.py, txl_small.py, lstm_small.py): train
+each row for the same
 wall-clock minutes on one binarised corpus, score its best checkpoint with fairseq-eval-lm on valid and test, and
 print a markdown table (parameters, updates, words/s, perplexities) plus a JSON file."""
 

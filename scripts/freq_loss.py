@@ -9,7 +9,8 @@ word) get rows of their own. Every token is scored as fairseq-eval-lm scores it 
 ``--context-window`` the same windows), so the token-weighted mean over the bins is eval-lm's loss.
 
   python scripts/freq_loss.py DATA CKPT [CKPT ...] [--names A,B] [--subset test] [--tokens-per-sample 256]
-      [--context-window 0] [--edges 10,100,1000,10000] [--plot loss_by_frequency.png] [--json out.json]
+      [--context-window 0] [--batch-size N] [--edges 10,100,1000,10000] [--plot loss_by_frequency.png]
+      [--json out.json]
 """
 
 import argparse
@@ -17,7 +18,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 
@@ -25,18 +26,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def token_losses(data: str, path: str, subset: str, tokens_per_sample: int, context_window: int,
-                 max_tokens: int, cpu: bool):
+                 max_tokens: int, cpu: bool, batch_size: Optional[int] = None):
     """Every scored target of ``subset``: its dictionary index and its loss in bits; and the dictionary."""
     from fairseq import checkpoint_utils, utils
     from fairseq.sequence_scorer import SequenceScorer
 
     overrides = {"data": data, "tokens_per_sample": tokens_per_sample - context_window}
+    if batch_size is not None:  # --task bptt_lm reads the split as this many streams
+        overrides["batch_size"] = batch_size
     models, _, task = checkpoint_utils.load_model_ensemble_and_task([path], arg_overrides=overrides)
     use_cuda = torch.cuda.is_available() and not cpu
     for model in models:
         model.eval()
         if use_cuda:
             model.cuda()
+    if context_window > 0 and getattr(task.cfg, "_name", None) == "bptt_lm":
+        sys.exit(f"error: {path} runs its state on from segment to segment (--task bptt_lm): it takes no "
+                 f"--context-window; drop it")
     task.load_dataset(subset)
     batches = task.eval_lm_dataloader(
         dataset=task.dataset(subset), max_tokens=max_tokens, context_window=context_window,
@@ -114,6 +120,9 @@ def main(argv=None):
     parser.add_argument("--tokens-per-sample", type=int, default=256)
     parser.add_argument("--context-window", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--batch-size", type=int,
+                        help="parallel streams of a --task bptt_lm checkpoint (default: its training --batch-size); "
+                             "give eval-lm's to score as it does")
     parser.add_argument("--edges", default="10,100,1000,10000", help="bin edges in training counts")
     parser.add_argument("--plot", help="write a bar chart (PNG) here")
     parser.add_argument("--json", help="write the numbers here")
@@ -143,16 +152,19 @@ def main(argv=None):
         edges = [int(e) for e in args.edges.split(",")]
     except ValueError:
         sys.exit(f"error: --edges={args.edges!r} is not a comma-separated list of integers such as 10,100,1000")
+    if args.batch_size is not None and args.batch_size < 1:
+        sys.exit(f"error: --batch-size={args.batch_size} must be at least 1")
     if edges != sorted(set(edges)) or edges[0] <= 0:
         sys.exit(f"error: --edges={args.edges} must be positive and strictly increasing")
 
     rows, total = {}, None
     for name, path in zip(names, args.checkpoints):
         ids, bits, dictionary = token_losses(args.data, path, args.subset, args.tokens_per_sample,
-                                             args.context_window, args.max_tokens, args.cpu)
+                                             args.context_window, args.max_tokens, args.cpu, args.batch_size)
         if total is not None and len(ids) != total:
             sys.exit(f"error: {path} scored {len(ids):,} tokens, the first checkpoint {total:,}: give every "
-                     f"checkpoint the same --tokens-per-sample and --context-window")
+                     f"checkpoint the same --tokens-per-sample and --context-window (and --batch-size for --task "
+                     f"bptt_lm checkpoints)")
         total = len(ids)
         rows[name] = by_frequency(ids, bits, dictionary, edges)
     print_table(rows, total)

@@ -63,8 +63,13 @@ def eval_ppl(path: Optional[Path]) -> Optional[float]:
 def summary(run: Dict[str, object], test: Optional[float]) -> dict:
     inner, valid, epochs = run["train_inner"], run["valid"], run["train"]
     updates = [float(r["num_updates"]) for r in inner + valid + epochs if "num_updates" in r]
-    if epochs and "wps" in epochs[-1]:  # the epoch summary averages over the whole run
-        wps = float(epochs[-1]["wps"])
+    if epochs and all("wps" in r and "num_updates" in r for r in epochs):
+        # each epoch summary gives that epoch's speed; the run's is all its words over all its time, the harmonic
+        # mean weighted by updates (a run stopped by a time budget ends in an epoch of a few updates, whose speed
+        # alone says little)
+        ends = [float(r["num_updates"]) for r in epochs]
+        counts = [b - a for a, b in zip([0.0] + ends, ends)]
+        wps = sum(counts) / sum(c / float(r["wps"]) for c, r in zip(counts, epochs) if c > 0)
     else:
         speeds = [float(r["wps"]) for r in inner[1:] if "wps" in r]
         wps = statistics.mean(speeds) if speeds else float("nan")

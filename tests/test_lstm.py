@@ -14,7 +14,7 @@ from fairseq_adaptive.models.counting import build_on_meta, count_parameters
 from fairseq_adaptive.models.lstm_lm import LSTMLanguageModel
 from fairseq_adaptive.modules.lstm import LSTMStack, count_lstm_parameters, locked_dropout, word_dropout
 
-from .conftest import USER_DIR, run_cli
+from .conftest import USER_DIR, load_script, run_cli
 from .test_txl import TRAIN, assert_incremental_equals_full, evaluate, stream_length
 
 
@@ -137,6 +137,12 @@ def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, capl
     counts = [int(r.getMessage().split()[1].replace(",", "")) for r in caplog.records
               if r.getMessage().startswith("Evaluated ")]
     assert counts == [stream_length(lm_data, "test") - 1] and result["perplexity"] < 10 ** 4
+    # the loss by word frequency scores the same streams (state carried) and adds up to eval-lm's loss
+    rows = load_script("freq_loss").main([str(lm_data), str(last), "--names", "m", "--cpu", "--batch-size", "2",
+                                          "--tokens-per-sample", "8"])["m"]
+    assert sum(r["tokens"] for r in rows.values()) == counts[0]
+    mean = sum(r["tokens"] * r["loss"] for r in rows.values() if r["tokens"]) / counts[0]
+    assert mean == pytest.approx(float(result["loss"]), rel=1e-5)
     monkeypatch.setattr("sys.stdin", io.StringIO("The President of the United States\n"))
     run_cli(interactive.cli_main, [lm_data, "--task", "bptt_lm", "--user-dir", USER_DIR, "--path", last, "--cpu",
                                    "--beam", "2", "--min-len", "9", "--max-len-b", "12"])

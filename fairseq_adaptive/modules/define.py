@@ -22,11 +22,13 @@ rounded up to a multiple of max(g_l, g_{l+1}, 8); layer N outputs m.
 
 Table 6's variants (the paper's appendix figures of them are not in our sources; what we chose): ``residual``
 (Table 6a) fixes every grouped layer at k/2 (rounded up to split evenly), adds each layer's input to its output where
-the widths agree (y_l = y_{l-1} + GLT_l(y_{l-1})), drops the links to x and lets the output layer reduce k/2 to m;
+the widths agree (y_l = y_{l-1} + GLT_l(y_{l-1}); the first layer too when d = k/2, so it adds x), has no other
+link to x, and lets the output layer reduce k/2 to m;
 ``reduce=False`` (Table 6b, "- Reduce") ends the unit at k instead of m (its last grouped layer and output layer are
 k wide), for a body that reads any width.
 
-Each output depends on its token alone, so in eval mode the whole unit can be replaced by a V x m table computed
+Each output depends on its token alone, so in eval mode the whole unit can be replaced by a V x m table (V x k
+without the reduction) computed
 once (``cache=True``, the paper's Section 3.4); the table is rebuilt whenever a parameter changes.
 """
 
@@ -342,7 +344,8 @@ class DeFINE(nn.Module):
         return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
 
     def table(self, rows_per_step: int = 8192) -> Tensor:
-        """The ``V x m`` output of every token, built on first use and whenever a weight has changed since."""
+        """The ``V x embedding_dim`` output of every token, built on first use and whenever a weight has changed
+        since."""
         key = self._weights_key()
         if self._table is None or self._table_key != key:
             weight = next(self.parameters())

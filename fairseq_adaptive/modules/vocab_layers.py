@@ -107,8 +107,9 @@ def _linear(in_dim: int, out_dim: int) -> nn.Linear:
 
 
 class Embedder(nn.Module):
-    """``tokens`` (any shape S) -> ``S x model_dim``: the input layer an :class:`InputSpec` describes, its scale and its
-    projection included. With DeFINE's ``cache`` option, eval mode looks tokens up in DeFINE's ``V x m`` table."""
+    """``tokens`` (any shape S) -> ``S x embedding_dim`` (the model width m; DeFINE's k without its reduction): the
+    input layer an :class:`InputSpec` describes, its scale and its projection included. With DeFINE's ``cache``
+    option, eval mode looks tokens up in DeFINE's table of every token's output."""
 
     def __init__(self, spec: InputSpec, embedding: nn.Module, scale: float, project: Optional[nn.Linear]):
         super().__init__()

@@ -17,6 +17,7 @@ from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageMode
 from .. import fairseq_fixes
 from ..checks import check_dictionary, data_of, guard_task
 from ..models.vocab_flags import LM, check_frequency_sorted, describe
+from ..optim.nt_asgd import ValidatesWithAverage
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class AdaptiveLanguageModelingConfig(LanguageModelingConfig):
 
 
 @register_task("adaptive_language_modeling", dataclass=AdaptiveLanguageModelingConfig)
-class AdaptiveLanguageModelingTask(LanguageModelingTask):
+class AdaptiveLanguageModelingTask(ValidatesWithAverage, LanguageModelingTask):
     def __init__(self, args, dictionary, output_dictionary=None, targets=None):
         fairseq_fixes.apply()
         parse_coverage(args.cutoff_coverage)

@@ -41,6 +41,7 @@ from omegaconf import II
 
 from .. import fairseq_fixes
 from ..checks import guard_task
+from ..optim.nt_asgd import ValidatesWithAverage
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class StreamDataset(torch.utils.data.Dataset):
 
 
 @register_task("bptt_lm", dataclass=BPTTLMConfig)
-class BPTTLMTask(TruncatedBPTTLMTask):
+class BPTTLMTask(ValidatesWithAverage, TruncatedBPTTLMTask):
     """See the module docstring."""
 
     def __init__(self, cfg: BPTTLMConfig, **unused):  # (the hub passes from_checkpoint)
