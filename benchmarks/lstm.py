@@ -18,24 +18,14 @@ Peak memory above the weights is measured on CUDA only (n/a on CPU).
 import argparse
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from fairseq import options
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion
-from fairseq.models import ARCH_MODEL_REGISTRY
 
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
-from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+from fairseq_adaptive.models.counting import build_arch, count_parameters, dictionary_of_size
 
 from common import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
-
-
-def build(arch, flags, d):
-    parsed = options.parse_args_and_arch(options.get_training_parser(),
-                                         ["/x", "--task", "language_modeling", "--arch", arch, *flags])
-    task = SimpleNamespace(source_dictionary=d, target_dictionary=d, dictionary=d)
-    return ARCH_MODEL_REGISTRY[arch].build_model(parsed, task), task
 
 
 def main():
@@ -70,7 +60,7 @@ def main():
                  AdaptiveCrossEntropyCriterion)]
     rows = []
     for name, arch, flags, crit_cls in variants:
-        model, task = build(arch, flags, d)
+        model, task = build_arch(arch, d, flags)
         model = model.to(device)
         criterion = crit_cls(task, False)
 

@@ -14,30 +14,23 @@ Prints words/s (target tokens per second) and, on CUDA, the peak memory above wh
 import argparse
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
-from fairseq import options
 from fairseq.criterions.adaptive_loss import AdaptiveLoss
-from fairseq.models import ARCH_MODEL_REGISTRY
 
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
-from fairseq_adaptive.models.counting import dictionary_of_size
+from fairseq_adaptive.models.counting import build_arch, dictionary_of_size
 
 from common import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
 
 
 def build(arch, args, d, extra=()):
-    flags = ["/x", "--task", "language_modeling", "--arch", arch, "--decoder-layers", str(args.layers),
-             "--decoder-embed-dim", str(args.dim), "--decoder-input-dim", str(args.dim),
-             "--decoder-output-dim", str(args.dim), "--decoder-ffn-embed-dim", str(args.ffn),
+    flags = ["--decoder-layers", str(args.layers), "--decoder-embed-dim", str(args.dim), "--decoder-input-dim",
+             str(args.dim), "--decoder-output-dim", str(args.dim), "--decoder-ffn-embed-dim", str(args.ffn),
              "--decoder-attention-heads", str(args.heads), "--adaptive-input", "--adaptive-input-cutoff", args.cutoff,
              "--adaptive-softmax-cutoff", args.cutoff, "--adaptive-input-factor", "4", "--adaptive-softmax-factor",
-             "4", "--dropout", "0.1",
-             "--tokens-per-sample", str(args.tokens_per_sample), *extra]
-    parsed = options.parse_args_and_arch(options.get_training_parser(), flags)
-    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
-    return ARCH_MODEL_REGISTRY[arch].build_model(parsed, task), task
+             "4", "--dropout", "0.1", "--tokens-per-sample", str(args.tokens_per_sample), *extra]
+    return build_arch(arch, d, flags)
 
 
 def main():

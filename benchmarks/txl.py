@@ -30,25 +30,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from fairseq import options
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion
-from fairseq.models import ARCH_MODEL_REGISTRY
 
 from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
-from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+from fairseq_adaptive.models.counting import build_arch, count_parameters, dictionary_of_size
 
 from common import optional, print_table, time_step, write_json, zipf_targets  # noqa: E402  (same folder)
 
 
 def build_ours(args, d):
-    flags = ["/x", "--task", "language_modeling", "--arch", "txl_wiki103_base", "--decoder-layers", str(args.layers),
-             "--decoder-embed-dim", str(args.dim), "--decoder-attention-heads", str(args.heads),
-             "--decoder-attention-head-dim", str(args.head_dim), "--decoder-ffn-embed-dim", str(args.ffn),
-             "--mem-len", str(args.mem_len), "--adaptive-softmax-cutoff", args.cutoff, "--dropout",
+    flags = ["--decoder-layers", str(args.layers), "--decoder-embed-dim", str(args.dim), "--decoder-attention-heads",
+             str(args.heads), "--decoder-attention-head-dim", str(args.head_dim), "--decoder-ffn-embed-dim",
+             str(args.ffn), "--mem-len", str(args.mem_len), "--adaptive-softmax-cutoff", args.cutoff, "--dropout",
              str(args.dropout)]
-    parsed = options.parse_args_and_arch(options.get_training_parser(), flags)
-    task = SimpleNamespace(source_dictionary=d, target_dictionary=d)
-    return ARCH_MODEL_REGISTRY["txl_wiki103_base"].build_model(parsed, task), task
+    return build_arch("txl_wiki103_base", d, flags)
 
 
 def build_fairseq(args, d):

@@ -270,18 +270,14 @@ def named_load_failures(load_checkpoint_to_cpu):
             if isinstance(e, FileNotFoundError):
                 raise
             raise read_failure(path, e) from None
-        except KeyError as e:
-            if raised_while_reading(e):  # random bytes: the unpickler's memo has no such entry
+        except Exception as e:
+            # random bytes reach the unpickler as any opcode (KeyError, IndexError, TypeError, ...), as in
+            # read_checkpoint; torch names a damaged archive in a RuntimeError
+            archive = isinstance(e, RuntimeError) and ("zip archive" in str(e) or "PytorchStreamReader" in str(e))
+            if archive or raised_while_reading(e):
                 raise read_failure(path, e) from None
-            # fairseq's upgrade of the loaded state found a field of its checkpoints missing
-            raise unreadable_checkpoint(path, f"is not a fairseq checkpoint (it has no {e})") from None
-        except RuntimeError as e:
-            if "zip archive" in str(e) or "PytorchStreamReader" in str(e) or raised_while_reading(e):
-                raise read_failure(path, e) from None
-            raise
-        except (IndexError, TypeError, AttributeError, UnicodeDecodeError, struct.error) as e:
-            if raised_while_reading(e):
-                raise read_failure(path, e) from None
+            if isinstance(e, KeyError):  # fairseq's upgrade of the loaded state missed a field of its checkpoints
+                raise unreadable_checkpoint(path, f"is not a fairseq checkpoint (it has no {e})") from None
             raise
 
     wrapped.__wrapped__ = load_checkpoint_to_cpu

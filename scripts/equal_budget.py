@@ -1,7 +1,6 @@
 """Shared by the small-scale reproductions (table3_small.py, define_small.py, txl_small.py, lstm_small.py): train
-each row for the same
-wall-clock minutes on one binarised corpus, score its best checkpoint with fairseq-eval-lm on valid and test, and
-print a markdown table (parameters, updates, words/s, perplexities) plus a JSON file."""
+each row for the same wall-clock minutes on one binarised corpus, score its best checkpoint with fairseq-eval-lm on
+valid and test, and print a markdown table (parameters, updates, words/s, perplexities) plus a JSON file."""
 
 import argparse
 import json
@@ -32,7 +31,8 @@ def add_common_arguments(parser, work: str, minutes: float):
     parser.add_argument("--summarize-only", action="store_true", help="re-read the logs of an earlier run")
 
 
-def bundled_corpus_parser(description: str, work: str, minutes: float, tokens_per_sample: int) -> argparse.ArgumentParser:
+def bundled_corpus_parser(description: str, work: str, minutes: float,
+                          tokens_per_sample: int) -> argparse.ArgumentParser:
     """The arguments of a comparison on the bundled corpus (``--data`` to use another)."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT / "data" / "lm-sample"))

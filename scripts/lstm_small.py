@@ -48,8 +48,8 @@ def main():
     import freq_loss  # same folder
 
     freq_loss.main([str(bin_dir), *[str(work / name / "checkpoint_best.pt") for name, *_ in rows],
-                    "--names", ",".join(name for name, *_ in rows), "--tokens-per-sample", "64", "--batch-size", "10", "--cpu",
-                    "--plot", args.plot, "--json", str(work / "lstm_freq.json")])
+                    "--names", ",".join(name for name, *_ in rows), "--tokens-per-sample", "64", "--batch-size", "10",
+                    "--cpu", "--plot", args.plot, "--json", str(work / "lstm_freq.json")])
 
 
 if __name__ == "__main__":

@@ -13,9 +13,8 @@ from what this prints, so the docs are regenerated from here: ``python scripts/p
   input-output layers, DeFINE unit and total of each row beside the paper's, at the original Transformer-XL
   vocabulary (267,735 words) that the paper counted; and ``txl_wiki103_base`` at fairseq's 267,744-word dictionary.
 - ``lstm`` (docs/lstm.md): DeFINE's LSTM language models (Mehta et al. 2020): Table 1a (WikiText-103, at the
-  267,735-word vocabulary the paper counted), Table 4's transformations and Table 6's variants as whole LSTM models
-  (its R4 body), Table 1c
-  (AWD-LSTM on Penn Treebank's 10,000 words), beside the paper's counts.
+  267,735-word vocabulary the paper counted), Table 5's cells, Table 4's transformations and Table 6's variants as
+  whole LSTM models (its R4 body), Table 1c (AWD-LSTM on Penn Treebank's 10,000 words), beside the paper's counts.
 - ``translation`` (docs/translation.md): the WMT'14 models against fairseq's, at a 32,008-entry joined dictionary.
 - ``configs`` (docs/configs.md): the model each hydra config under configs/ builds (the architecture its header names).
 """

@@ -118,17 +118,11 @@ def unsorted_dictionary(size: int = 300):
     ("translation", "adaptive_transformer_tiny", ["--adaptive-softmax-cutoff", "40,120"]),
 ])
 def test_unsorted_dictionary_is_refused_with_any_task(task, arch, flags):
-    from types import SimpleNamespace
+    from fairseq_adaptive.models.counting import build_arch
 
-    from fairseq import options
-    from fairseq.models import ARCH_MODEL_REGISTRY
-
-    args = options.parse_args_and_arch(options.get_training_parser(), ["/x", "--task", task, "--arch", arch, *flags])
-    d = unsorted_dictionary()
     with pytest.raises(ValueError, match=r"^the dictionary \((dict|dict\.tgt)\.txt\) is not sorted by frequency: "
                                          r"entry 5 .w1. .* or sort (dict|dict\.tgt)\.txt by count"):
-        with torch.device("meta"):
-            ARCH_MODEL_REGISTRY[arch].build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+        build_arch(arch, unsorted_dictionary(), flags, task, device="meta")
 
 
 @pytest.mark.parametrize("coverage,cutoffs,message", [

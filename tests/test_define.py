@@ -149,7 +149,8 @@ def test_batched_group_linear_equals_a_loop_over_groups():
 def tiny_define(cache=False, transform="hgt", connection="mixer"):
     torch.manual_seed(0)
     emb = AdaptiveInput(300, 1, 16, 2, 16, [40, 120])
-    options = DefineOptions(expand_dim=64, n_layers=3, max_groups=4, transform=transform, connection=connection, cache=cache)
+    options = DefineOptions(expand_dim=64, n_layers=3, max_groups=4, transform=transform, connection=connection,
+                            cache=cache)
     return DeFINE(emb, 16, 32, options)
 
 

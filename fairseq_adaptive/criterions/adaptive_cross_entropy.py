@@ -47,7 +47,8 @@ class AdaptiveCrossEntropyConfig(CrossEntropyCriterionConfig):
     )
     tar_beta: float = field(
         default=0.0, metadata={"help": "AWD-LSTM's temporal activation regularisation: beta x mean square of the "
-                                       "change of the last layer's output from step to step (--arch lstm_*; AWD-LSTM: 1)"}
+                                       "change of the last layer's output from step to step (--arch lstm_*; "
+                                       "AWD-LSTM: 1)"}
     )
 
 
@@ -56,7 +57,8 @@ def activation_penalties(extra: dict, keep: torch.Tensor, alpha: float, beta: fl
     ``alpha mean(h_drop^2) + beta mean((h_t - h_{t-1})^2)``, means over every element (positions x units), ``h_drop``
     the LSTM's output after its dropout, ``h`` the last layer's output before it."""
     if "lstm_output" not in extra:
-        raise ValueError("--ar-alpha / --tar-beta regularise an LSTM's outputs: they need an LSTM model (--arch lstm_*)")
+        raise ValueError("--ar-alpha / --tar-beta regularise an LSTM's outputs: they need an LSTM model "
+                         "(--arch lstm_*)")
     # in fp32: under --fp16 the element count alone (tokens x units) is past half precision's range
     out, raw = extra["lstm_output"].float(), extra["lstm_raw"].float()
     mask = keep.unsqueeze(-1).float()

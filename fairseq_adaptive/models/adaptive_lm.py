@@ -7,7 +7,7 @@ the vocabulary layers in ``vocab_flags.py``, built by ``modules/vocab_layers.py`
 """
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Tuple
 
 from fairseq.models import register_model
 from fairseq.models.transformer_lm import (
@@ -18,11 +18,11 @@ from fairseq.models.transformer_lm import (
 from fairseq.utils import safe_getattr
 
 from .. import fairseq_fixes
-from ..modules.vocab_layers import build_embedder
+from ..modules.vocab_layers import Embedder, build_embedder
 from ..checks import check_dictionary, check_hub_paths, data_of, guard_task
 from .config import DictionaryRecordConfig, FastPathConfig, LanguageModelDefineConfig
 from .transformer_body import AdaptiveDecoder
-from .vocab_flags import LM, describe
+from .vocab_flags import LM, VocabLayers, describe
 
 __all__ = ["AdaptiveLMConfig", "AdaptiveLanguageModel"]
 
@@ -43,6 +43,17 @@ class AdaptiveLMConfig(TransformerLanguageModelConfig, LanguageModelDefineConfig
 LM_TASKS = ("language_modeling", "adaptive_language_modeling", "bptt_lm")
 
 
+def lm_vocabulary_layers(args, task, wide_input: bool = False) -> Tuple[VocabLayers, Embedder]:
+    """What every language model builds first: fairseq's fixes, the checks of the task and the dictionary, the
+    description of its vocabulary layers (``wide_input``: see :func:`describe`) and the embedder."""
+    fairseq_fixes.apply()
+    dictionary = task.source_dictionary
+    check_dictionary(args, dictionary, data_of(task))
+    guard_task(task)
+    layers = describe(args, dictionary, LM, wide_input=wide_input)
+    return layers, build_embedder(layers.input, dictionary)
+
+
 class CheckedHub:
     """``from_pretrained`` for our language models: fairseq's hub loader, after checking the folder, the checkpoint's
     kind and task, and the dictionary."""
@@ -50,8 +61,8 @@ class CheckedHub:
     @classmethod
     def from_pretrained(cls, model_name_or_path, checkpoint_file="model.pt", data_name_or_path=".", **kwargs):
         check_hub_paths(cls, model_name_or_path, checkpoint_file, data_name_or_path, LM_TASKS,
-                        lambda state: ["dict.txt"],
-                        "load a translation checkpoint with AdaptiveTransformerModel.from_pretrained or fairseq-generate")
+                        lambda state: ["dict.txt"], "load a translation checkpoint with "
+                        "AdaptiveTransformerModel.from_pretrained or fairseq-generate")
         return super().from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path, **kwargs)
 
 
@@ -61,16 +72,11 @@ class AdaptiveLanguageModel(CheckedHub, TransformerLanguageModel):
 
     @classmethod
     def build_model(cls, args, task):
-        fairseq_fixes.apply()
-        dictionary = task.source_dictionary
-        check_dictionary(args, dictionary, data_of(task))
-        guard_task(task)
-        layers = describe(args, dictionary, LM)
+        layers, embedder = lm_vocabulary_layers(args, task)
         if args.decoder_layers_to_keep:
             args.decoder_layers = len(args.decoder_layers_to_keep.split(","))
         if safe_getattr(args, "max_target_positions", None) is None:
             args.max_target_positions = safe_getattr(args, "tokens_per_sample", DEFAULT_MAX_TARGET_POSITIONS)
-        embedder = build_embedder(layers.input, dictionary)
         decoder = AdaptiveDecoder(args, task.target_dictionary, embedder, layers.output, no_encoder_attn=True)
         return cls(decoder)
 

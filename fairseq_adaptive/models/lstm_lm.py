@@ -1,7 +1,7 @@
-"""``adaptive_lstm_lm``: a stacked LSTM language model (``modules/lstm.py``: the fused LSTM with AWD-LSTM's regularisers)
-between our vocabulary layers: a plain table (AWD-LSTM's), an adaptive input and its tied adaptive softmax, DeFINE over
-either (Mehta et al. 2020, https://arxiv.org/abs/1911.12385, Tables 1, 4, 5, 6), or a full softmax with a bias per
-word (AWD-LSTM's decoder).
+"""``adaptive_lstm_lm``: a stacked LSTM language model (``modules/lstm.py``: the fused LSTM with AWD-LSTM's
+regularisers) between our vocabulary layers: a plain table (AWD-LSTM's), an adaptive input and its tied adaptive
+softmax, DeFINE over either (Mehta et al. 2020, https://arxiv.org/abs/1911.12385, Tables 1, 4, 5, 6), or a full
+softmax with a bias per word (AWD-LSTM's decoder).
 
 The hidden state runs on from segment to segment with ``--task bptt_lm`` (one state per stream group, detached,
 started afresh at each epoch, validation and evaluation; ``stream_decoder.py``) and from step to step in generation.
@@ -19,6 +19,7 @@ from ..modules.vocab_layers import Embedder, OutputSpec, build_scorer
 from .adaptive_lm import CheckedHub
 from .config import DictionaryRecordConfig, LanguageModelDefineConfig, VocabularyConfig
 from .stream_decoder import StreamDecoder, vocabulary_layers
+from .vocab_flags import fraction
 
 
 @dataclass
@@ -50,12 +51,10 @@ class LSTMDecoder(StreamDecoder):
     def __init__(self, cfg, dictionary, embedder: Embedder, output: OutputSpec):
         super().__init__(dictionary, embedder, safe_getattr(cfg, "max_target_positions", None))
         m = cfg.decoder_embed_dim
-        self.body = LSTMStack(embedder.embedding_dim, cfg.decoder_hidden_dim, m, cfg.decoder_layers, cfg.weight_drop, cfg.input_dropout,
-                              cfg.hidden_dropout, cfg.dropout)
+        self.body = LSTMStack(embedder.embedding_dim, cfg.decoder_hidden_dim, m, cfg.decoder_layers, cfg.weight_drop,
+                              cfg.input_dropout, cfg.hidden_dropout, cfg.dropout)
         self.scorer = build_scorer(output, embedder)
-        if not 0.0 <= cfg.word_dropout < 1.0:
-            raise ValueError(f"--word-dropout={cfg.word_dropout} must lie in [0, 1): it is a dropout probability")
-        self.word_dropout = cfg.word_dropout
+        self.word_dropout = fraction(cfg, "word_dropout", 0.0)
 
     def advance(self, tokens, state, incremental):
         x = word_dropout(tokens, self.embed_tokens(tokens), len(self.dictionary), self.word_dropout, self.training)

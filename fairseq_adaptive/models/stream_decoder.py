@@ -20,20 +20,15 @@ from fairseq.tasks import FairseqTask
 from fairseq.utils import safe_getattr
 from torch import Tensor
 
-from .. import fairseq_fixes
-from ..checks import check_dictionary, data_of, guard_task
-from ..modules.vocab_layers import Embedder, Scorer, build_embedder
-from ..tasks.bptt_lm import BPTTLMTask
+from ..modules.vocab_layers import Embedder, Scorer
+from ..tasks.bptt_lm import BPTTLMTask, UNLIMITED_POSITIONS
+from .adaptive_lm import lm_vocabulary_layers
 from .transformer_body import normalized_probs
-from .vocab_flags import LM, VocabLayers, describe
+from .vocab_flags import VocabLayers
 
 logger = logging.getLogger(__name__)
 
 StateList = Optional[List[Tensor]]  # tensors whose first dimension is the batch
-
-# relative positions and recurrence set no length limit: generation is bounded by the task's --max-target-positions
-# where it has one
-UNLIMITED_POSITIONS = 1_000_000
 
 
 class StreamDecoder(FairseqIncrementalDecoder):
@@ -92,19 +87,13 @@ class StreamDecoder(FairseqIncrementalDecoder):
 
 
 def vocabulary_layers(args, task, carried: Optional[str], wide_input: bool = False) -> Tuple[VocabLayers, Embedder]:
-    """What every stream model builds first: the checks of the task and the dictionary, the description of the
-    vocabulary layers, and the embedder. ``carried`` names the state a stream would carry (None: the model has none
-    configured), for the warning under a task without streams; ``wide_input``: the body reads an input of any width
-    (see :func:`describe`)."""
-    fairseq_fixes.apply()
+    """What every stream model builds first: the task's checks for streams, then :func:`lm_vocabulary_layers`.
+    ``carried`` names the state a stream would carry (None: the model has none configured), for the warning under a
+    task without streams; ``wide_input``: the body reads an input of any width (see ``describe``)."""
     if safe_getattr(getattr(task, "cfg", None), "_name", None) == "truncated_bptt_lm":
         raise ValueError("--task truncated_bptt_lm scores every segment but its last token and does not tell the "
                          "model where a stream restarts: use --task bptt_lm (the same data and flags)")
     if carried and isinstance(task, FairseqTask) and not isinstance(task, BPTTLMTask):
         logger.warning(f"{carried} is not carried under this task, which scores every batch on its own: train and "
                        f"evaluate with --task bptt_lm to carry it")
-    dictionary = task.source_dictionary
-    check_dictionary(args, dictionary, data_of(task))
-    guard_task(task)
-    layers = describe(args, dictionary, LM, wide_input=wide_input)
-    return layers, build_embedder(layers.input, dictionary)
+    return lm_vocabulary_layers(args, task, wide_input)

@@ -89,7 +89,8 @@ def _get(args, name: str, default=None):
     return safe_getattr(args, name, default)
 
 
-def _fraction(args, name: str, default: float) -> float:
+def fraction(args, name: str, default: float) -> float:
+    """A dropout probability flag, checked to lie in [0, 1)."""
     value = _get(args, name, default)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{flag(name)}={value} must lie in [0, 1): it is a dropout probability")
@@ -107,8 +108,8 @@ def define_options(args) -> DefineOptions:
         transform=_get(args, "define_transform", d.transform),
         connection=_get(args, "define_connection", d.connection),
         activation=_get(args, "define_activation", d.activation),
-        dropout=_fraction(args, "define_dropout", d.dropout),
-        embed_dropout=_fraction(args, "define_embed_dropout", d.embed_dropout),
+        dropout=fraction(args, "define_dropout", d.dropout),
+        embed_dropout=fraction(args, "define_embed_dropout", d.embed_dropout),
         cache=bool(_get(args, "define_cache", d.cache)),
         reduce=not _get(args, "define_no_reduce", not d.reduce),
     )
@@ -137,8 +138,8 @@ def _define(args, side: Side, width: int, model_dim: int, wide_input: bool) -> D
         )
     # the unit's own layout checks (group counts that split every width, k at least d, the transform and the
     # connection), before anything is built
-    define_layout(options.projected_width(model_dim), options.expand_dim, options.unit_width(model_dim), options.n_layers,
-                  options.max_groups, options.transform, options.connection)
+    define_layout(options.projected_width(model_dim), options.expand_dim, options.unit_width(model_dim),
+                  options.n_layers, options.max_groups, options.transform, options.connection)
     return options
 
 
@@ -260,7 +261,7 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
             f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
             f"block by block through one engine, which bounds memory without it; drop the flag"
         )
-    dropout = _fraction(args, "adaptive_softmax_dropout", 0.0)
+    dropout = fraction(args, "adaptive_softmax_dropout", 0.0)
     factor = _get(args, "adaptive_softmax_factor", 4.0)
     if tie_proj and not tie_weights:
         raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights")

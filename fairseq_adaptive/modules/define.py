@@ -28,8 +28,8 @@ link to x, and lets the output layer reduce k/2 to m;
 k wide), for a body that reads any width.
 
 Each output depends on its token alone, so in eval mode the whole unit can be replaced by a V x m table (V x k
-without the reduction) computed
-once (``cache=True``, the paper's Section 3.4); the table is rebuilt whenever a parameter changes.
+without the reduction) computed once (``cache=True``, the paper's Section 3.4); the table is rebuilt whenever a
+parameter changes.
 """
 
 import math

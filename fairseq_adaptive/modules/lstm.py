@@ -58,7 +58,6 @@ class LSTMStack(nn.Module):
         self.layers = nn.ModuleList(nn.LSTM(sizes[i], sizes[i + 1], batch_first=True) for i in range(layers))
         self.weight_drop = weight_drop
         self.input_dropout, self.hidden_dropout, self.output_dropout = input_dropout, hidden_dropout, output_dropout
-        self.units = sizes[1:]
 
     def run_layer(self, layer: nn.LSTM, x: Tensor, state: Optional[Tuple[Tensor, Tensor]]):
         if state is None:

@@ -45,6 +45,9 @@ from ..optim.nt_asgd import ValidatesWithAverage
 
 logger = logging.getLogger(__name__)
 
+# relative positions and recurrence set no length limit: generation is bounded by --max-target-positions where given
+UNLIMITED_POSITIONS = 1_000_000
+
 
 @dataclass
 class BPTTLMConfig(TruncatedBPTTLMConfig):
@@ -188,4 +191,4 @@ class BPTTLMTask(ValidatesWithAverage, TruncatedBPTTLMTask):
                                       bos_token=self.source_dictionary.eos())
 
     def max_positions(self):
-        return self.cfg.max_target_positions or 1_000_000
+        return self.cfg.max_target_positions or UNLIMITED_POSITIONS
