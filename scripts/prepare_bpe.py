@@ -64,6 +64,8 @@ def main(argv=None):
     import sentencepiece as spm
 
     files = {split: split_file(args.text_dir, split) for split in ("train", "valid", "test")}
+    if (args.dest / "dict.txt").exists():  # as prepare_lm.sh: never write over a binarised corpus
+        sys.exit(f"error: {args.dest} already holds a binarised corpus: remove it first, or give another DEST")
     work = args.dest / "bpe"
     work.mkdir(parents=True, exist_ok=True)
     train_lines = [line for line in read(files["train"]) if line.strip()]

@@ -5,6 +5,7 @@ by the number of words, on a corpus where words and units differ in number."""
 import logging
 import math
 
+import pytest
 from fairseq import options
 from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq_cli import eval_lm, preprocess, train
@@ -70,6 +71,11 @@ def test_prepare_bpe_writes_units_that_join_back_into_the_words(tmp_path):
         assert [u.replace("@@ ", "") for u in units] == [" ".join(o.split()) for o in original]
         assert any("@@ " in u for u in units)  # words were split
     assert (tmp_path / "bin" / "test.bin").exists() and (tmp_path / "bin" / "dict.txt").exists()
+    # a second run into the same folder stops before writing anything
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "bin").rglob("*")}
+    with pytest.raises(SystemExit, match="already holds a binarised corpus: remove it first"):
+        prepare_bpe.main([str(tmp_path), str(tmp_path / "bin"), "--vocab-size", "600"])
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "bin").rglob("*")} == before
     # the units of a word: '@@' closes every unit but the word's last
     assert prepare_bpe.to_fairseq_bpe(["\u2581Rep", "resent", "atives", "\u2581:", "\u2581", "1990"]) == \
         "Rep@@ resent@@ atives : 1990"
