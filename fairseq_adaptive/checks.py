@@ -20,8 +20,10 @@ it for fairseq's ``language_modeling`` and ``translation``); nothing of fairseq'
 
 import contextlib
 import hashlib
+import logging
 import os
 import pickle
+import re
 import struct
 import traceback
 import zipfile
@@ -170,6 +172,14 @@ def guard_task(task) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the dictionary
+# what a model records of each dictionary in its config (fields ``{prefix}dictionary_{name}``): name -> (type, help)
+DICTIONARY_RECORD = {
+    "size": (Optional[int], "size, checked when a checkpoint loads"),
+    "fingerprint": (Optional[str], "words, hashed"),
+    "file": (Optional[str], "file"),
+}
+
+
 def dictionary_fingerprint(dictionary) -> str:
     """The words of a dictionary in index order (their counts aside): equal fingerprints, equal ids."""
     return hashlib.sha1("\n".join(dictionary.symbols).encode("utf-8")).hexdigest()[:16]
@@ -182,7 +192,7 @@ def check_dictionary(args, dictionary, data: str, prefix: str = "", dict_file: s
     dictionary, say so, with both files, before anything is built from it. Checkpoints from before the fingerprint
     are checked by size alone."""
     here = os.path.join(data, dict_file)
-    size_field, print_field, file_field = (f"{prefix}dictionary_{x}" for x in ("size", "fingerprint", "file"))
+    size_field, print_field, file_field = (f"{prefix}dictionary_{x}" for x in DICTIONARY_RECORD)
     trained, trained_print = safe_getattr(args, size_field, None), safe_getattr(args, print_field, None)
     trained_file = safe_getattr(args, file_field, None) or f"<the training data-bin>/{dict_file}"
     fix = (f"binarise the text with the checkpoint's own dictionary (fairseq-preprocess {preprocess_flag} "
@@ -201,6 +211,104 @@ def check_dictionary(args, dictionary, data: str, prefix: str = "", dict_file: s
         if trained_print is None and trained is None:  # a checkpoint from before the fingerprint keeps the size check
             setattr(args, print_field, fingerprint)
             setattr(args, file_field, str(Path(here).resolve()) if os.path.exists(here) else here)
+
+
+# ------------------------------------------------------------------------------------------------------- sizes
+SIZE_FLAGS = {
+    "tokens_per_sample": "the length of each sample",
+    "max_target_positions": "the longest sequence the model takes",
+    "max_tokens": "the tokens of a batch",
+    "batch_size": "the samples (or streams) of a batch",
+}
+
+
+def check_sizes(settings, names=tuple(SIZE_FLAGS)) -> None:
+    """The size flags among ``names`` that ``settings`` (a config, or a dict) sets must be at least 1: fairseq would
+    otherwise fail deep in its positional or block code (a division by zero, an empty index list)."""
+    for name in names:
+        value = settings.get(name) if isinstance(settings, dict) else safe_getattr(settings, name, None)
+        if value is not None and not isinstance(value, bool) and value < 1:
+            hint = (" (fairseq-eval-lm subtracts --context-window from it: keep --context-window below "
+                    "--tokens-per-sample)" if name == "tokens_per_sample" else "")
+            raise ValueError(f"--{name.replace('_', '-')}={value} must be at least 1 ({SIZE_FLAGS[name]}){hint}; "
+                             f"leave it unset for fairseq's default")
+
+
+def check_context_window(tokens_per_sample: int, context_window: int) -> None:
+    """eval-lm's window: ``--context-window`` tokens of context before ``--tokens-per-sample - --context-window`` new
+    ones, so the window must be at least 0 and below the sample length."""
+    check_sizes({"tokens_per_sample": tokens_per_sample})
+    if not 0 <= context_window < tokens_per_sample:
+        raise ValueError(f"--context-window={context_window} must lie in [0, --tokens-per-sample={tokens_per_sample}): "
+                         f"each sample scores --tokens-per-sample minus --context-window new tokens")
+
+
+# ------------------------------------------------------------------------------------------ the run's starting point
+_RUN_FILES = re.compile(r"^checkpoint(_last|_best|\d+|_\d+_\d+|\.best_.*)(-[\w.-]+)?\.pt$")
+
+
+def starting_checkpoint(cfg, suffix: str = "") -> Tuple[str, str, Optional[str]]:
+    """fairseq-train's save directory, its ``checkpoint_last.pt``, and the checkpoint the run starts from (None: from
+    scratch), as fairseq's ``load_checkpoint`` resolves them."""
+    save_dir = str(safe_getattr(cfg, "save_dir", "checkpoints"))
+    restore = str(safe_getattr(cfg, "restore_file", "checkpoint_last.pt"))
+    last = os.path.join(save_dir, f"checkpoint_last{suffix or ''}.pt")
+    if restore != "checkpoint_last.pt":
+        return save_dir, last, restore.replace(".pt", suffix + ".pt") if suffix else restore
+    if os.path.exists(last):
+        return save_dir, last, last
+    return save_dir, last, safe_getattr(cfg, "continue_once", None) or safe_getattr(cfg, "finetune_from_model", None)
+
+
+def check_starting_point(cfg, suffix: str = "") -> None:
+    """Before fairseq-train loads (or silently skips) the checkpoint it starts from (``cfg``: its checkpoint config):
+    a ``--restore-file`` that does not exist is refused, and so is a run that would overwrite checkpoints of another
+    run in ``--save-dir`` (a fresh start, or a start from elsewhere, beside their files). A start from a checkpoint
+    of the save directory itself (going back to an earlier one) is the same run: it is allowed, and logged."""
+    if safe_getattr(cfg, "no_save", False):
+        return
+    save_dir, last, start = starting_checkpoint(cfg, suffix)
+    if safe_getattr(cfg, "restore_file", "checkpoint_last.pt") != "checkpoint_last.pt":
+        if not os.path.isfile(start):
+            raise ValueError(
+                f"--restore-file {start} does not exist, so this run would start from scratch and write over "
+                f"{save_dir}: nothing was loaded or written. A fresh start needs no --restore-file; to resume the run "
+                f"of --save-dir {save_dir}, drop it too (fairseq resumes from {last} by itself); otherwise give the "
+                f"path of an existing checkpoint")
+    if start is not None and os.path.exists(start) and os.path.samefile(start, last):
+        return  # a resume of this save directory's run
+    existing = sorted(f for f in os.listdir(save_dir) if _RUN_FILES.match(f)) if os.path.isdir(save_dir) else []
+    if not existing:
+        return
+    if start is not None and os.path.isfile(start) and \
+            os.path.samefile(os.path.dirname(os.path.abspath(start)), save_dir):
+        logging.getLogger(__name__).warning(
+            f"starting from {start}, a checkpoint of --save-dir {save_dir}: this run's saves replace "
+            f"{', '.join(existing)} of that directory")
+        return
+    origin = "from scratch" if start is None else f"from {start}"
+    raise ValueError(
+        f"--save-dir {save_dir} holds checkpoints of another run ({', '.join(existing[:4])}"
+        f"{', ...' if len(existing) > 4 else ''}) and this run starts {origin}, so its saves would write over them: "
+        f"nothing was loaded or written. Give a new --save-dir"
+        + ("" if os.path.exists(last) else f", or resume one of them with --restore-file {os.path.join(save_dir, existing[0])}"))
+
+
+def resume_mismatch(path: str, model_cfg, error: BaseException) -> ValueError:
+    """The error for a checkpoint whose weights do not fit the model the command line builds: the model settings
+    that differ from the checkpoint's, each with its saved value."""
+    try:
+        saved = _section(read_checkpoint(path), "model")
+    except ValueError:
+        saved = {}
+    now = dict(model_cfg) if isinstance(model_cfg, (dict, DictConfig)) else vars(model_cfg)
+    differ = [f"--{k.replace('_', '-')} {now[k]!r} (the checkpoint's: {saved[k]!r})" for k in sorted(saved)
+              if k in now and not k.startswith("_") and str(now[k]) != str(saved[k])]
+    shapes = str(error.__cause__ or error.__context__ or error).strip().splitlines()
+    detail = (f"these model settings differ from the checkpoint's: {'; '.join(differ)}" if differ
+              else f"torch says: {shapes[-1] if shapes else error}")
+    return ValueError(f"{path} holds weights of other shapes than the model these flags build ({detail}): resume with "
+                      f"the checkpoint's values, or train the new model in a new --save-dir")
 
 
 # ------------------------------------------------------------------------------------------------- checkpoint files

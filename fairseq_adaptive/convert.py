@@ -84,3 +84,86 @@ def convert_fairseq_lm_checkpoint(state: dict) -> dict:
         if getattr(args, "criterion", None) == "adaptive_loss":
             args.criterion = "adaptive_cross_entropy"
     return new
+
+
+def convert_hf_transfo_xl_state(state: Dict[str, Tensor], config: dict) -> Dict[str, Tensor]:
+    """A HuggingFace ``TransfoXLLMHeadModel`` state dict (transformers 4.35, the last with Transformer-XL; the one
+    fairseq's ``transformer_xl`` wraps) and its ``config.to_dict()`` -> the state dict of our ``txl_lm`` at the same
+    sizes, for ``load_state_dict`` (strict).
+
+    Ours is built with Transformer-XL's own vocabulary layers (``txl_wiki103_base``'s): ``--decoder-layers n_layer
+    --decoder-embed-dim d_model --decoder-attention-heads n_head --decoder-attention-head-dim d_head
+    --decoder-ffn-embed-dim d_inner --adaptive-softmax-cutoff <cutoffs>``, ``--mem-len``, ``--clamp-len`` and
+    ``--same-length`` as the config's, ``--decoder-normalize-before`` for ``pre_lnorm``, ``--shared-rel-bias`` where
+    ``untie_r`` is false. Only what those layers can hold converts: ``div_val`` 1, ``d_embed == d_model`` (no
+    projections), at least one cutoff, the softmax tied to the input table, ``attn_type`` 0.
+
+    Vocabulary: ids are kept, HuggingFace's id ``i`` is our dictionary's index ``i``, as fairseq's ``transformer_xl``
+    feeds fairseq's token ids to the HuggingFace model unchanged (benchmarks/txl.py compares the two so): a table of
+    ``V`` rows needs a dictionary of ``V`` entries, whose first four are fairseq's special symbols.
+
+    | HuggingFace                                           | ours (under ``decoder.``)                     |
+    |-------------------------------------------------------|-----------------------------------------------|
+    | transformer.word_emb.emb_layers.0.weight              | embed_tokens.embedding.weight (and the        |
+    |   (crit.out_layers.0.weight is the same, tied)        |   softmax's tied scorer.softmax.table)        |
+    | transformer.layers.{i}.dec_attn.qkv_net / r_net /     | body.layers.{i}.attention.qkv / pos / out     |
+    |   o_net (.weight)                                     |                                               |
+    | transformer.layers.{i}.dec_attn.layer_norm            | body.layers.{i}.attention.norm                |
+    | transformer.layers.{i}.pos_ff.CoreNet.0 / .3          | body.layers.{i}.ffn.fc1 / fc2                 |
+    | transformer.layers.{i}.pos_ff.layer_norm              | body.layers.{i}.ffn.norm                      |
+    | transformer.layers.{i}.dec_attn.r_w_bias / r_r_bias   | body.u[i] / body.v[i]                         |
+    |   (shared: transformer.r_w_bias / r_r_bias)           |   (body.u[0] / body.v[0])                     |
+    | crit.cluster_weight / crit.cluster_bias               | scorer.softmax.head_clusters / cluster_bias   |
+    |   (head column cutoffs[0] + i - 1 is tail cluster i,  |   (tail clusters in the same order)           |
+    |   as the model's forward reads it)                    |                                               |
+    | crit.out_layers.0.bias                                | scorer.softmax.word_bias                      |
+    | transformer.pos_emb.inv_freq                          | (not stored: ours computes the same sinusoid) |
+    """
+    import torch  # (this module's other converters need only tensors' methods)
+
+    layers = int(config["n_layer"])
+    d_model = int(config["d_model"])
+    problems = []
+    if int(config.get("div_val", 1)) != 1:
+        problems.append(f"div_val {config['div_val']} (ours: 1, every cluster at full width)")
+    if int(config.get("d_embed") or d_model) != d_model:
+        problems.append(f"d_embed {config['d_embed']} != d_model {d_model} (ours: no projections)")
+    if not config.get("cutoffs"):
+        problems.append("no cutoffs (ours: Transformer-XL's clustered softmax)")
+    if not config.get("tie_word_embeddings", True):
+        problems.append("an untied softmax (ours: tied to the input table)")
+    if int(config.get("attn_type", 0)) != 0:
+        problems.append(f"attn_type {config['attn_type']} (ours: 0, relative positions)")
+    if problems:
+        raise ValueError("this Transformer-XL does not convert to txl_lm: " + "; ".join(problems))
+
+    table = state["transformer.word_emb.emb_layers.0.weight"]
+    tied = state.get("crit.out_layers.0.weight")
+    if tied is not None and not (tied.shape == table.shape and bool((tied == table).all())):
+        raise ValueError("crit.out_layers.0.weight differs from the input table: an untied softmax does not convert")
+    out: Dict[str, Tensor] = {"decoder.embed_tokens.embedding.weight": table, "decoder.scorer.softmax.table": table}
+    names = {"dec_attn.qkv_net.weight": "attention.qkv.weight", "dec_attn.r_net.weight": "attention.pos.weight",
+             "dec_attn.o_net.weight": "attention.out.weight", "dec_attn.layer_norm.weight": "attention.norm.weight",
+             "dec_attn.layer_norm.bias": "attention.norm.bias", "pos_ff.CoreNet.0.weight": "ffn.fc1.weight",
+             "pos_ff.CoreNet.0.bias": "ffn.fc1.bias", "pos_ff.CoreNet.3.weight": "ffn.fc2.weight",
+             "pos_ff.CoreNet.3.bias": "ffn.fc2.bias", "pos_ff.layer_norm.weight": "ffn.norm.weight",
+             "pos_ff.layer_norm.bias": "ffn.norm.bias"}
+    used = {"transformer.word_emb.emb_layers.0.weight", "crit.out_layers.0.weight", "transformer.pos_emb.inv_freq"}
+    for i in range(layers):
+        for theirs, ours in names.items():
+            key = f"transformer.layers.{i}.{theirs}"
+            out[f"decoder.body.layers.{i}.{ours}"] = state[key]
+            used.add(key)
+    for theirs, ours in (("r_w_bias", "u"), ("r_r_bias", "v")):
+        keys = ([f"transformer.layers.{i}.dec_attn.{theirs}" for i in range(layers)] if config.get("untie_r", True)
+                else [f"transformer.{theirs}"])  # one pair per layer, or one shared pair
+        out[f"decoder.body.{ours}"] = torch.stack([state[k] for k in keys])
+        used.update(keys)
+    for theirs, ours in (("cluster_weight", "head_clusters"), ("cluster_bias", "cluster_bias"),
+                         ("out_layers.0.bias", "word_bias")):
+        out[f"decoder.scorer.softmax.{ours}"] = state[f"crit.{theirs}"]
+        used.add(f"crit.{theirs}")
+    left = sorted(set(state) - used)
+    if left:
+        raise KeyError(f"HuggingFace Transformer-XL entries with no place in txl_lm: {', '.join(left)}")
+    return out

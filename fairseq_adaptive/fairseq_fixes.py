@@ -1,5 +1,6 @@
-"""Fixes to fairseq, applied (and logged) when one of this package's models or tasks is built, never on import:
-a process that only imports the plugin keeps fairseq exactly as it is.
+"""Fixes to fairseq, applied (and logged) when one of this package's models or tasks is built; on import, only the
+naming of unreadable checkpoints (:func:`name_read_failures`), because fairseq's commands read their checkpoint
+before any model of ours is built. A process that only imports the plugin keeps everything else of fairseq as it is.
 
 - Batching: fairseq-fixed 0.12.3.1's ``data_utils.batch_by_size`` drops the last, partial batch whenever
   ``--required-batch-size-multiple`` is above 1 (its default is 8): 61 test sentences come back as one batch of 56,
@@ -10,27 +11,43 @@ a process that only imports the plugin keeps fairseq exactly as it is.
   the copy leaves a truncated ``checkpoint_last.pt`` and the next plain resume fails. Our copy writes a temporary
   file beside the target, flushes it to disk and renames it into place: the target is always the old or the new
   complete file.
-- Checkpoint reads: an empty, damaged or foreign checkpoint (a resume's ``checkpoint_last.pt``) is named with what to
-  do (``checks.named_load_failures``), instead of torch's advice to load it with ``weights_only=False``.
+- Checkpoint reads (also on import): an empty, damaged or foreign checkpoint (a resume's ``checkpoint_last.pt``,
+  ``fairseq-eval-lm --path``) is named with what to do (``checks.named_load_failures``), instead of a bare
+  ``EOFError`` or torch's advice to load it with ``weights_only=False``.
+- numpy 2: fairseq 0.12 builds the datasets of generation, the hub interface and eval-lm's sentence modes
+  (``TokenBlockDataset`` with ``--sample-break-mode eos``) and of bucketed translation batches with
+  ``np.compat.long``, which numpy 2 removed. Under numpy 2 those two fairseq modules are given a view of numpy that
+  also answers ``compat.long`` (numpy 1's alias of ``int``); numpy itself, and every other module, are left alone.
+- The start of fairseq-train: fairseq treats a ``--restore-file`` that does not exist as a fresh start (one INFO
+  line) and then writes over the save directory's checkpoints; a run that starts from scratch beside another run's
+  checkpoints overwrites them too. Both stop before anything is loaded or written
+  (``checks.check_starting_point``).
 """
 
 import contextlib
+import importlib
+import inspect
 import logging
 import os
 import shutil
+import types
 
 import numpy as np
 from fairseq import checkpoint_utils
 from fairseq.data import data_utils
 from fairseq.file_io import PathManager
 
-from .checks import named_load_failures
+from .checks import check_sizes, check_starting_point, named_load_failures, resume_mismatch, starting_checkpoint
 
 logger = logging.getLogger(__name__)
 
 
 def _keeps_every_index(batch_by_size):
+    signature = inspect.signature(batch_by_size)
+
     def wrapped(indices, *args, **kwargs):
+        given = signature.bind(indices, *args, **kwargs).arguments
+        check_sizes({"max_tokens": given.get("max_tokens"), "batch_size": given.get("max_sentences")})
         batches = batch_by_size(indices, *args, **kwargs)
         order = np.asarray(indices, dtype=np.int64)
         covered = sum(len(b) for b in batches)
@@ -80,9 +97,61 @@ class AtomicCopyPathManager(PathManager):
         return True
 
 
+def checks_starting_point(load_checkpoint):
+    """fairseq's ``load_checkpoint`` (fairseq-train's start), after :func:`checks.check_starting_point`; weights that
+    do not fit the model are named with the settings that differ (:func:`checks.resume_mismatch`)."""
+
+    def wrapped(cfg, trainer, **kwargs):
+        check_starting_point(cfg, trainer.checkpoint_suffix)
+        try:
+            return load_checkpoint(cfg, trainer, **kwargs)
+        except Exception as e:  # fairseq's trainer wraps torch's size-mismatch list in a bare Exception
+            if type(e) is Exception and "Cannot load model parameters" in str(e):
+                start = starting_checkpoint(cfg, trainer.checkpoint_suffix)[2]
+                raise resume_mismatch(start, trainer.cfg.model, e) from None
+            raise
+
+    wrapped.__wrapped__ = load_checkpoint
+    wrapped._fairseq_adaptive_fix = True
+    return wrapped
+
+
+class _NumpyWithCompat:
+    """numpy as a fairseq module sees it: every name of numpy, and ``compat.long`` (``int``), which numpy 2 removed."""
+
+    compat = types.SimpleNamespace(long=int)
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+# fairseq's modules that call np.compat on our users' paths (generation, hub, eval-lm, translation batching)
+_NUMPY_COMPAT_USERS = ("fairseq.data.token_block_dataset", "fairseq.data.language_pair_dataset")
+
+
+def numpy_compat() -> None:
+    """Under numpy 2, give the fairseq modules that still call ``np.compat.long`` a numpy that has it."""
+    if hasattr(np, "compat"):
+        return
+    for name in _NUMPY_COMPAT_USERS:
+        module = importlib.import_module(name)
+        if not isinstance(module.np, _NumpyWithCompat):
+            module.np = _NumpyWithCompat()
+            logger.info(f"{name} now reads numpy through a view that keeps np.compat.long (numpy "
+                        f"{np.__version__} removed it)")
+
+
+def name_read_failures() -> None:
+    """The one fix applied when the plugin is imported (``--user-dir`` imports it before fairseq-eval-lm,
+    fairseq-generate and fairseq-interactive read their checkpoint): a checkpoint fairseq cannot read is named, with
+    what to do. It changes nothing else: a readable checkpoint loads as before."""
+    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_adaptive_fix", False):
+        checkpoint_utils.load_checkpoint_to_cpu = named_load_failures(checkpoint_utils.load_checkpoint_to_cpu)
+        logger.info("fairseq's checkpoint reads now name an empty, damaged or foreign file (fairseq_adaptive)")
+
+
 def apply() -> None:
-    """Wrap ``data_utils.batch_by_size`` so that it keeps the last, partial batch, and make the checkpoint copies of
-    ``checkpoint_utils`` atomic (once per process)."""
+    """Apply the fixes of the module docstring (once per process), logging each."""
     if not getattr(data_utils.batch_by_size, "_fairseq_adaptive_fix", False):
         data_utils.batch_by_size = _keeps_every_index(data_utils.batch_by_size)
         logger.info("fairseq's data_utils.batch_by_size now keeps the last, partial batch (it drops it whenever "
@@ -91,5 +160,9 @@ def apply() -> None:
         checkpoint_utils.PathManager = AtomicCopyPathManager
         logger.info("fairseq's checkpoint copies (checkpoint_last.pt, checkpoint_best.pt) are now written to a "
                     "temporary file and renamed into place, so a kill or a full disk cannot leave them truncated")
-    if not getattr(checkpoint_utils.load_checkpoint_to_cpu, "_fairseq_adaptive_fix", False):
-        checkpoint_utils.load_checkpoint_to_cpu = named_load_failures(checkpoint_utils.load_checkpoint_to_cpu)
+    name_read_failures()
+    numpy_compat()
+    if not getattr(checkpoint_utils.load_checkpoint, "_fairseq_adaptive_fix", False):
+        checkpoint_utils.load_checkpoint = checks_starting_point(checkpoint_utils.load_checkpoint)
+        logger.info("fairseq-train's start now refuses a --restore-file that does not exist and a start that would "
+                    "write over checkpoints of another run in --save-dir")

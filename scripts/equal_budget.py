@@ -44,6 +44,12 @@ def bundled_corpus_parser(description: str, work: str, minutes: float,
 def prepare(parser: argparse.ArgumentParser):
     """Parse the arguments, binarise the corpus once: ``(args, work folder, binarised data, coverage cutoffs)``."""
     args = parser.parse_args()
+    from fairseq_adaptive.checks import check_context_window
+
+    try:
+        check_context_window(args.tokens_per_sample, args.context_window)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     work = Path(args.work)
     bin_dir = binarise(args.data, work)
     return args, work, bin_dir, coverage_cutoff(bin_dir)

@@ -138,8 +138,8 @@ def main(argv=None):
     import fairseq_adaptive  # noqa: F401  (registers our models, so their checkpoints can be told apart)
     from fairseq.models import FairseqLanguageModel
 
-    from fairseq_adaptive.checks import check_checkpoint
-    from fairseq_adaptive.models.adaptive_lm import LM_TASKS
+    from fairseq_adaptive.checks import check_checkpoint, check_context_window, check_sizes
+    from fairseq_adaptive.models.lm_base import LM_TASKS
 
     for path in args.checkpoints:
         try:  # a language model of any kind, readable, before anything is loaded
@@ -152,8 +152,11 @@ def main(argv=None):
         edges = [int(e) for e in args.edges.split(",")]
     except ValueError:
         sys.exit(f"error: --edges={args.edges!r} is not a comma-separated list of integers such as 10,100,1000")
-    if args.batch_size is not None and args.batch_size < 1:
-        sys.exit(f"error: --batch-size={args.batch_size} must be at least 1")
+    try:
+        check_sizes({"batch_size": args.batch_size, "max_tokens": args.max_tokens})
+        check_context_window(args.tokens_per_sample, args.context_window)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if edges != sorted(set(edges)) or edges[0] <= 0:
         sys.exit(f"error: --edges={args.edges} must be positive and strictly increasing")
 

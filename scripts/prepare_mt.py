@@ -74,7 +74,8 @@ def main(argv=None):
     import sentencepiece as spm
     from fairseq.data import Dictionary
 
-    from fairseq_adaptive.tasks.adaptive_language_modeling import band_fractions, derive_cutoffs, parse_coverage
+    from fairseq_adaptive.models.lm_base import band_fractions
+    from fairseq_adaptive.tasks.adaptive_language_modeling import derive_cutoffs, parse_coverage
 
     coverage = parse_coverage(args.coverage)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,4 @@
-"""Helpers for the code that ``conftest.run_interpreted`` runs under Triton's CPU interpreter (imported there)."""
+"""Helpers for the code that ``helpers.run_interpreted`` runs under Triton's CPU interpreter (imported there)."""
 
 import torch
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fairseq_adaptive.models.counting import build_on_meta
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
+
+from .helpers import LM_TRAIN, build_lm, build_translation, run_cli, train_args
 
 CUT = ["--adaptive-input-cutoff", "40,120", "--adaptive-softmax-cutoff", "40,120"]
 
@@ -17,37 +18,37 @@ CUT = ["--adaptive-input-cutoff", "40,120", "--adaptive-softmax-cutoff", "40,120
 def test_adaptive_factor_below_one_is_refused(factor):
     flags = [*CUT, "--adaptive-input-factor", factor, "--adaptive-softmax-factor", factor]
     with pytest.raises(ValueError, match=rf"^--adaptive-input-factor={float(factor)}: the factor must be at least 1"):
-        build_on_meta("adaptive_lm_tiny", 300, flags)
+        build_lm("adaptive_lm_tiny", flags, vocab=300)
 
 
 def test_untied_softmax_factor_is_checked_too():
     flags = ["--adaptive-softmax-cutoff", "40,120", "--adaptive-softmax-factor", "0"]
     with pytest.raises(ValueError, match=r"^--adaptive-softmax-factor=0.0: the factor must be at least 1"):
-        build_on_meta("adaptive_lm_wiki103_asm", 300, flags)
+        build_lm("adaptive_lm_wiki103_asm", flags, vocab=300)
 
 
 def test_factor_one_keeps_every_band_at_full_width():
-    model = build_on_meta("adaptive_lm_tiny", 300, [*CUT, "--adaptive-input-factor", "1", "--adaptive-softmax-factor", "1"])
+    model = build_lm("adaptive_lm_tiny", [*CUT, "--adaptive-input-factor", "1", "--adaptive-softmax-factor", "1"],
+                     vocab=300).model
     assert model.decoder.embed_tokens.embedding.dims == [32, 32, 32]
 
 
 @pytest.mark.parametrize("cutoff", ["40,300", "40,301"])
 def test_cutoff_reaching_the_dictionary_size_is_refused(cutoff):
     with pytest.raises(ValueError, match=rf"^--adaptive-input-cutoff={cutoff} reaches the dictionary size 300"):
-        build_on_meta("adaptive_lm_tiny", 300, ["--adaptive-input-cutoff", cutoff, "--adaptive-softmax-cutoff", cutoff])
+        build_lm("adaptive_lm_tiny", ["--adaptive-input-cutoff", cutoff, "--adaptive-softmax-cutoff", cutoff],
+                 vocab=300)
 
 
+@pytest.mark.cli
 def test_cutoffs_are_checked_before_the_task_logs_them(lm_data, caplog):
     from fairseq_cli import train
 
-    from .conftest import run_cli
-    from .test_end_to_end import TRAIN
-
     cut = "40,1000000"
     with caplog.at_level(logging.INFO), pytest.raises(ValueError, match="reaches the dictionary size"):
-        run_cli(train.cli_main, [lm_data, *TRAIN, "--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny",
-                                 "--criterion", "adaptive_cross_entropy", "--adaptive-input-cutoff", cut,
-                                 "--adaptive-softmax-cutoff", cut, "--save-dir", lm_data.parent / "never"])
+        run_cli(train.cli_main, [lm_data, *LM_TRAIN, "--task", "adaptive_language_modeling", "--arch",
+                                 "adaptive_lm_tiny", "--criterion", "adaptive_cross_entropy", "--adaptive-input-cutoff",
+                                 cut, "--adaptive-softmax-cutoff", cut, "--save-dir", lm_data.parent / "never"])
     assert "fraction of training tokens" not in caplog.text
     never = lm_data.parent / "never"  # fairseq-train creates the save directory first; nothing is written into it
     assert not never.exists() or not any(never.iterdir())
@@ -87,18 +88,15 @@ FLAG_CASES = [
 @pytest.mark.parametrize("arch,flags,message", FLAG_CASES)
 def test_flag_case_is_refused_with_its_fix(arch, flags, message):
     with pytest.raises(ValueError, match=message):
-        build_on_meta(arch, 300, flags)
+        build_lm(arch, flags, vocab=300)
 
 
 @pytest.mark.parametrize("smoothing", ["1.0", "2.0", "-0.1"])
 def test_label_smoothing_outside_zero_one_is_refused(mt_data, smoothing):
-    from fairseq import options, tasks
+    from fairseq import tasks
 
-    from .conftest import USER_DIR
-
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(mt_data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny",
-        "--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", smoothing])
+    args = train_args(mt_data, "translation", "adaptive_transformer_tiny",
+                      ["--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", smoothing])
     with pytest.raises(ValueError, match=rf"^--label-smoothing={float(smoothing)} must lie in \[0, 1\)"):
         tasks.setup_task(args).build_criterion(args)
 
@@ -118,11 +116,10 @@ def unsorted_dictionary(size: int = 300):
     ("translation", "adaptive_transformer_tiny", ["--adaptive-softmax-cutoff", "40,120"]),
 ])
 def test_unsorted_dictionary_is_refused_with_any_task(task, arch, flags):
-    from fairseq_adaptive.models.counting import build_arch
-
+    build = {"language_modeling": build_lm, "translation": build_translation}[task]
     with pytest.raises(ValueError, match=r"^the dictionary \((dict|dict\.tgt)\.txt\) is not sorted by frequency: "
                                          r"entry 5 .w1. .* or sort (dict|dict\.tgt)\.txt by count"):
-        build_arch(arch, unsorted_dictionary(), flags, task, device="meta")
+        build(arch, flags, vocab=unsorted_dictionary())
 
 
 @pytest.mark.parametrize("coverage,cutoffs,message", [
@@ -131,26 +128,16 @@ def test_unsorted_dictionary_is_refused_with_any_task(task, arch, flags):
     ("5", "40,120", r"^--cutoff-coverage=5 must be increasing fractions in \(0, 1\)"),
 ])
 def test_cutoff_coverage_is_checked(lm_data, coverage, cutoffs, message):
-    from fairseq import options, tasks
-
-    from .conftest import USER_DIR
-
     explicit = ["--adaptive-input-cutoff", cutoffs, "--adaptive-softmax-cutoff", cutoffs] if cutoffs else []
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(lm_data), "--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny",
-        "--cutoff-coverage", coverage, *explicit])
     with pytest.raises(ValueError, match=message):
-        tasks.setup_task(args).build_model(args)
+        build_lm("adaptive_lm_tiny", ["--cutoff-coverage", coverage, *explicit], data=lm_data)
 
 
 def test_translation_checkpoint_meets_its_dictionaries(mt_data):
     """Translation records both dictionary sizes and names the file that differs (it checked none before)."""
-    from fairseq import options, tasks
+    from fairseq import tasks
 
-    from .conftest import USER_DIR
-
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(mt_data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny"])
+    args = train_args(mt_data, "translation", "adaptive_transformer_tiny")
     task = tasks.setup_task(args)
     with torch.device("meta"):
         task.build_model(args)

@@ -6,23 +6,16 @@ import logging
 import math
 
 import pytest
-from fairseq import options
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq_cli import eval_lm, preprocess, train
+from fairseq_cli import preprocess, train
 
-from .conftest import USER_DIR, load_script, run_cli, write_text_sample
+from .helpers import USER_DIR, evaluate_lm, load_script, run_cli, write_text_sample
+
+pytestmark = pytest.mark.cli
 
 
 def split_words(line: str) -> str:
     """Words of eight letters or more as two units, fairseq's ``@@ `` continuation marker on the first."""
     return " ".join(f"{w[:4]}@@ {w[4:]}" if len(w) >= 8 else w for w in line.split())
-
-
-def evaluate(data, ckpt, *extra):
-    args = options.parse_args_and_arch(options.get_eval_lm_parser(), [
-        str(data), "--user-dir", USER_DIR, "--path", str(ckpt), "--cpu", "--gen-subset", "test",
-        "--tokens-per-sample", "64", "--max-tokens", "1024", "--num-workers", "0", *extra])
-    return eval_lm.main(convert_namespace_to_omegaconf(args))
 
 
 def test_word_level_perplexity_of_a_subword_model(tmp_path, caplog):
@@ -47,8 +40,8 @@ def test_word_level_perplexity_of_a_subword_model(tmp_path, caplog):
                              "--max-tokens", "1024", "--tokens-per-sample", "64", "--max-update", "6", "--cpu",
                              "--num-workers", "0", "--save-dir", ckpt, "--no-progress-bar", "--no-epoch-checkpoints"])
     caplog.set_level(logging.INFO)
-    per_unit = evaluate(tmp_path / "bin", ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos")
-    per_word = evaluate(tmp_path / "bin", ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos",
+    per_unit = evaluate_lm(tmp_path / "bin", ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos")
+    per_word = evaluate_lm(tmp_path / "bin", ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos",
                         "--remove-bpe", "@@ ")
     scored = [int(r.getMessage().split()[1].replace(",", "")) for r in caplog.records
               if r.getMessage().startswith("Evaluated ")]

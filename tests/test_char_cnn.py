@@ -8,11 +8,10 @@ import torch
 from fairseq.modules.character_token_embedder import CharacterTokenEmbedder
 from fairseq_cli import train
 
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
+from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
 from fairseq_adaptive.modules.char_cnn import CharCNN, CharCNNOptions
 
-from .conftest import USER_DIR, run_cli
-from .test_end_to_end import evaluate
+from .helpers import USER_DIR, build_lm, evaluate_lm, run_cli
 
 FILTERS = ((1, 8), (2, 16), (3, 8))
 
@@ -32,8 +31,8 @@ def test_equals_fairseq_character_token_embedder():
 
 
 def test_cnn_row_count():
-    model = build_on_meta("adaptive_lm_wiki103_cnn", 267744)
-    asm = build_on_meta("adaptive_lm_wiki103_asm", 267744)
+    model = build_lm("adaptive_lm_wiki103_cnn", vocab=267744).model
+    asm = build_lm("adaptive_lm_wiki103_asm", vocab=267744).model
     # the character CNN replaces ASM's 64-d table and its projection to 1024
     widths, features = zip(*[(1, 128), (2, 256), (3, 384), (4, 512), (5, 512), (6, 512), (7, 512)])
     pooled = sum(features)
@@ -43,6 +42,7 @@ def test_cnn_row_count():
     assert round(count_parameters(model) / 1e6, 1) == 266.3  # Table 3
 
 
+@pytest.mark.cli
 def test_cnn_trains_and_scores(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     run_cli(train.cli_main, [
@@ -56,7 +56,7 @@ def test_cnn_trains_and_scores(lm_data, tmp_path):
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert any(k.startswith("decoder.embed_tokens.embedding.convolutions.") for k in state["model"])
     assert not any("word_chars" in k for k in state["model"])  # rebuilt from the dictionary, not saved
-    result = evaluate(lm_data, ckpt / "checkpoint_last.pt")
+    result = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt")
     vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
     assert math.isfinite(result["perplexity"]) and result["perplexity"] < vocab
 
@@ -71,4 +71,4 @@ def test_bad_character_flags(extra, message):
     flags = ["--character-embeddings", "--character-filters", "[(1, 8)]", "--character-embedding-dim", "4",
              "--adaptive-softmax-cutoff", "None"]
     with pytest.raises(ValueError, match=message):
-        build_on_meta("adaptive_lm_define_std_tiny", 500, ["--define-dim", "0", *flags, *extra])
+        build_lm("adaptive_lm_define_std_tiny", ["--define-dim", "0", *flags, *extra], vocab=500)

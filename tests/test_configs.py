@@ -11,7 +11,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
+from fairseq_adaptive.models.counting import count_parameters, dictionary_of_size
+
+from .helpers import build_lm, build_translation, load_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # config -> (registered architecture it reproduces, dictionary size it is meant for, optimizer, updates)
@@ -55,15 +57,13 @@ def test_every_config_is_listed():
 def test_translation_config_composes_and_builds_the_registered_model(name):
     from fairseq import models
 
-    from .test_translation import build_meta
-
     arch, vocab = TRANSLATION_CONFIGS[name]
     cfg = compose_config(name)
     assert cfg.task._name == "translation" and cfg.criterion._name == "adaptive_label_smoothed_cross_entropy"
     d = dictionary_of_size(vocab)
     with torch.device("meta"):
         model = models.build_model(cfg.model, SimpleNamespace(source_dictionary=d, target_dictionary=d))
-    assert count_parameters(model) == count_parameters(build_meta(arch, vocab))
+    assert count_parameters(model) == count_parameters(build_translation(arch, vocab=vocab).model)
 
 
 def same_value(config_value, arch_value) -> bool:
@@ -81,8 +81,6 @@ def test_config_sets_every_model_field_as_the_architecture_it_names(name):
     from fairseq import options
 
     from fairseq_adaptive.models.adaptive_lm import AdaptiveLMConfig
-
-    from .conftest import load_script
 
     arch = load_script("param_table").config_arch(CONFIGS / f"{name}.yaml")
     assert arch == PAPER_CONFIGS[name][0]
@@ -102,8 +100,6 @@ def test_config_sets_every_model_field_as_the_architecture_it_names(name):
 
 @pytest.mark.parametrize("name", sorted(TRANSLATION_CONFIGS))
 def test_translation_config_names_its_architecture_and_nothing_else(name):
-    from .conftest import load_script
-
     arch = load_script("param_table").config_arch(CONFIGS / f"{name}.yaml")
     assert arch == TRANSLATION_CONFIGS[name][0]
     model = compose_config(name).model
@@ -119,7 +115,7 @@ def test_config_composes_and_builds_the_papers_model(name):
     d = dictionary_of_size(vocab)
     with torch.device("meta"):
         model = AdaptiveLanguageModel.build_model(cfg.model, SimpleNamespace(source_dictionary=d, target_dictionary=d))
-    assert count_parameters(model) == count_parameters(build_on_meta(arch, vocab))
+    assert count_parameters(model) == count_parameters(build_lm(arch, vocab=vocab).model)
 
 
 SHRINK = {
@@ -129,6 +125,7 @@ SHRINK = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", sorted(SHRINK))
 def test_fairseq_hydra_train_runs_a_paper_config_in_bf16(lm_data, tmp_path, name):
     """The real entry point on paper configs (shrunk by overrides), with the bf16 route the README gives."""
@@ -159,6 +156,7 @@ def test_fairseq_hydra_train_runs_a_paper_config_in_bf16(lm_data, tmp_path, name
     assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
 
 
+@pytest.mark.cli
 def test_fairseq_hydra_train_runs_the_translation_config(mt_data, tmp_path):
     """The DeFINE translation config through fairseq-hydra-train (shrunk by overrides: the legacy model takes its
     sizes as extra keys), then fairseq-generate on the checkpoint."""

@@ -5,6 +5,7 @@ DDP even with --cpu, so the model and criterion are driven under torch DDP direc
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -83,6 +84,7 @@ def worker(rank, world, init, out):
     dist.destroy_process_group()
 
 
+@pytest.mark.cli  # mp.spawn: two worker processes
 def test_ddp_gradients_equal_single_process_on_joined_batch(tmp_path):
     out = tmp_path / "grads.pt"
     mp.spawn(worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(out)), nprocs=2, join=True)

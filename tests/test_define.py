@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters
+from fairseq_adaptive.models.counting import count_parameters
 from fairseq_adaptive.modules.adaptive_input import AdaptiveInput
 from fairseq_adaptive.modules.define import (
     DeFINE,
@@ -17,6 +17,8 @@ from fairseq_adaptive.modules.define import (
     mix,
     time_shared_dropout,
 )
+
+from .helpers import build_lm, build_translation
 
 
 def shapes(layout):
@@ -220,12 +222,12 @@ RELEASED_COUNTS = {64: 6_781_392, 128: 6_793_680, 256: 6_818_256, 384: 6_842_832
 
 @pytest.mark.parametrize("n", sorted(RELEASED_COUNTS))
 def test_table2_archs_have_the_released_units_count(n):
-    model = build_on_meta(f"adaptive_lm_wiki103_define_n{n}", 267744)
+    model = build_lm(f"adaptive_lm_wiki103_define_n{n}", vocab=267744).model
     assert model.decoder.embed_tokens.define_parameters() == RELEASED_COUNTS[n] == closed_form(n, 4096, 384, 3)
 
 
 def test_wmt_arch_has_the_released_units_count():
-    model = build_on_meta("adaptive_transformer_wmt_en_de_define", 32768, task="translation")
+    model = build_translation("adaptive_transformer_wmt_en_de_define", vocab=32768).model
     assert model.encoder.embed_tokens.define_parameters() == 1_587_904 == closed_form(128, 1024, 512, 3)
 
 
@@ -239,25 +241,25 @@ def test_embedding_dropout_shares_one_mask_over_time():
 
 
 def test_plain_map_is_scaled_by_sqrt_n_unless_told_not_to():
-    build = build_on_meta
-    assert build("adaptive_lm_define_std_tiny", 300).decoder.embed_tokens.embedding.embed_scale == 4.0  # sqrt(16)
-    unscaled = build("adaptive_lm_define_std_tiny", 300, ["--no-scale-embedding"]).decoder.embed_tokens
+    std = build_lm("adaptive_lm_define_std_tiny", vocab=300).model
+    assert std.decoder.embed_tokens.embedding.embed_scale == 4.0  # sqrt(16)
+    unscaled = build_lm("adaptive_lm_define_std_tiny", ["--no-scale-embedding"], vocab=300).model.decoder.embed_tokens
     assert unscaled.embedding.embed_scale == 1
-    adaptive = build("adaptive_lm_define_tiny", 300, ["--adaptive-input-cutoff", "40,120",
-                                                      "--adaptive-softmax-cutoff", "40,120"]).decoder
+    adaptive = build_lm("adaptive_lm_define_tiny", ["--adaptive-input-cutoff", "40,120", "--adaptive-softmax-cutoff",
+                                                    "40,120"], vocab=300).model.decoder
     # nor DeFINE's output, by the embedder or by the body
     assert adaptive.embed_tokens.embedding.embed_scale == 1.0 and adaptive.embed_tokens.scale == 1.0
     assert adaptive.embed_scale == 1.0
 
 
 def test_define_arch_output_side_is_tied_through_a_projection_to_n():
-    model = build_on_meta("adaptive_lm_wiki103_define_n64", 267744)
+    model = build_lm("adaptive_lm_wiki103_define_n64", vocab=267744).model
     dec = model.decoder
     adaptive = dec.embed_tokens.embedding.map
     assert dec.scorer.project.weight.shape == (64, 384)  # m -> n, kept although weights are tied
     assert dec.scorer.softmax.head_words is adaptive.embeddings[0][0].weight
     assert dec.scorer.softmax.tail[0].proj is adaptive.embeddings[1][1].weight
-    std = build_on_meta("adaptive_lm_wiki103_define_std_n64", 267744).decoder
+    std = build_lm("adaptive_lm_wiki103_define_std_n64", vocab=267744).model.decoder
     assert std.scorer.softmax.weight is std.embed_tokens.embedding.map.weight
     # DeFINE's parameters are counted once; the model is far below the 151M of Transformer-XL's standard model
     assert count_parameters(model) < 60e6

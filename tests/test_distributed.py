@@ -3,13 +3,15 @@ runs) on CPU: 2 gloo processes, one update each on its shard, give the same weig
 accumulates the same two batches with --update-freq 2. (On CPU fairseq's launcher can only run the
 `legacy_ddp` backend: its PyTorch-DDP wrapper passes CUDA device ids; tests/test_ddp.py covers PyTorch DDP.)"""
 
-import socket
 import subprocess
 import sys
 
+import pytest
 import torch
 
-from .conftest import USER_DIR
+from .helpers import USER_DIR, finish, free_port, last_weights
+
+pytestmark = pytest.mark.cli
 
 COMMON = ["--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny",
           "--criterion", "adaptive_cross_entropy", "--optimizer", "sgd", "--lr", "0.5", "--max-tokens", "512",
@@ -17,25 +19,9 @@ COMMON = ["--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arc
           "--no-progress-bar", "--disable-validation", "--no-epoch-checkpoints"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def train(data, save_dir, *extra):
     cmd = [sys.executable, "-m", "fairseq_cli.train", str(data), *COMMON, "--save-dir", str(save_dir), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(proc):
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    return out
-
-
-def weights(save_dir):
-    return torch.load(save_dir / "checkpoint_last.pt", weights_only=False)["model"]
 
 
 def test_two_gloo_processes_equal_one_process_with_update_freq_2(lm_data, tmp_path):
@@ -51,7 +37,7 @@ def test_two_gloo_processes_equal_one_process_with_update_freq_2(lm_data, tmp_pa
     finish(train(lm_data, tmp_path / "accumulated", "--update-freq", "2"))
     finish(train(lm_data, tmp_path / "one_batch"))
 
-    multi, accumulated, one_batch = (weights(tmp_path / d) for d in ("rank0", "accumulated", "one_batch"))
+    multi, accumulated, one_batch = (last_weights(tmp_path / d) for d in ("rank0", "accumulated", "one_batch"))
     for name, w in multi.items():
         torch.testing.assert_close(w, accumulated[name], atol=1e-6, rtol=1e-5, msg=name)
     # the comparison can fail: one batch alone moves the weights elsewhere

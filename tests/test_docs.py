@@ -3,7 +3,7 @@ until the docs are regenerated from the script."""
 
 import pytest
 
-from .conftest import ROOT, load_script
+from .helpers import ROOT, load_script
 
 PARAM_TABLE = load_script("param_table")
 

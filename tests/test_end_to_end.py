@@ -1,45 +1,24 @@
 """fairseq's real entry points with --user-dir on a small real corpus: train -> checkpoint -> resume -> eval-lm,
 bf16 through our entry point, and conversion of a checkpoint trained with fairseq's own adaptive LM."""
 
-import json
 import math
 import subprocess
 import sys
 
 import pytest
 import torch
-from fairseq import options
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq_cli import eval_lm, train
+from fairseq_cli import train
 
 from fairseq_adaptive import train as adaptive_train
 
-from .conftest import ROOT, USER_DIR, run_cli
-
-TRAIN = ["--user-dir", USER_DIR, "--cpu", "--optimizer", "adam", "--lr", "0.003", "--max-tokens", "1024",
-         "--tokens-per-sample", "64", "--no-progress-bar", "--seed", "1", "--num-workers", "0"]
-OURS = ["--task", "adaptive_language_modeling", "--arch", "adaptive_lm_tiny", "--criterion", "adaptive_cross_entropy"]
+from .helpers import LM_TRAIN, ROOT, TINY_LM, evaluate_lm, json_log, run_cli
 
 
-def evaluate(data, checkpoint, *extra):
-    parser = options.get_eval_lm_parser()
-    args = options.parse_args_and_arch(
-        parser,
-        [str(data), "--user-dir", USER_DIR, "--path", str(checkpoint), "--cpu", "--gen-subset", "test",
-         "--tokens-per-sample", "64", "--max-tokens", "1024", "--num-workers", "0", *extra],
-    )
-    return eval_lm.main(convert_namespace_to_omegaconf(args))
-
-
-def json_log(path):
-    rows = [line.split("|")[-1].strip() for line in path.read_text().splitlines()]
-    return [json.loads(r) for r in rows if r.startswith('{"')]
-
-
+@pytest.mark.cli
 def test_train_checkpoint_resume_eval(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     log1, log2 = tmp_path / "log1", tmp_path / "log2"
-    common = [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--log-format", "json", "--log-interval", "1"]
+    common = [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--log-format", "json", "--log-interval", "1"]
     run_cli(train.cli_main, [*common, "--max-update", "6", "--log-file", log1])
     first = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert first["optimizer_history"][-1]["num_updates"] == 6
@@ -50,16 +29,17 @@ def test_train_checkpoint_resume_eval(lm_data, tmp_path):
     assert updates and min(updates) == 7, "the second run did not resume from update 6"
     assert all(math.isfinite(float(r["loss"])) for r in json_log(log2) if "loss" in r)
 
-    result = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "32")
+    result = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "32")
     vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
     assert math.isfinite(result["perplexity"]) and result["perplexity"] < vocab  # better than uniform
-    no_context = evaluate(lm_data, ckpt / "checkpoint_last.pt")
+    no_context = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt")
     assert no_context["perplexity"] != result["perplexity"]  # the window changes what is scored
 
 
+@pytest.mark.cli
 def test_bf16_through_our_entry_point(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
+    run_cli(adaptive_train.cli_main, [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
     w = state["model"]["decoder.embed_tokens.embedding.embeddings.0.0.weight"]
@@ -67,6 +47,7 @@ def test_bf16_through_our_entry_point(lm_data, tmp_path):
     assert math.isfinite(state["extra_state"]["best"])
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("tie", [True, False])
 def test_fairseq_adaptive_checkpoint_converts_to_the_same_perplexity(lm_data, tmp_path, tie):
     """A model trained by fairseq's own transformer_lm with adaptive input/softmax (as transformer_lm_wiki103,
@@ -81,8 +62,8 @@ def test_fairseq_adaptive_checkpoint_converts_to_the_same_perplexity(lm_data, tm
                      "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp"]
     if tie:
         fairseq_model += ["--tie-adaptive-weights", "--tie-adaptive-proj"]
-    run_cli(train.cli_main, [lm_data, *TRAIN, *fairseq_model, "--save-dir", ckpt, "--max-update", "5"])
-    theirs = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "16")
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, *fairseq_model, "--save-dir", ckpt, "--max-update", "5"])
+    theirs = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt", "--context-window", "16")
 
     converted = tmp_path / "ours.pt"
     script = ROOT / "scripts" / "convert_fairseq_checkpoint.py"
@@ -91,11 +72,12 @@ def test_fairseq_adaptive_checkpoint_converts_to_the_same_perplexity(lm_data, tm
     assert done.returncode == 0, done.stderr
     assert (ckpt / "checkpoint_last.pt").read_bytes() == before  # the input is never modified
     assert torch.load(converted, weights_only=False)["cfg"]["model"]["_name"] == "adaptive_lm"
-    ours = evaluate(lm_data, converted, "--context-window", "16")
+    ours = evaluate_lm(lm_data, converted, "--context-window", "16")
     assert float(ours["perplexity"]) == pytest.approx(float(theirs["perplexity"]), rel=1e-4)
     assert float(ours["loss"]) == pytest.approx(float(theirs["loss"]), rel=1e-4)
 
 
+@pytest.mark.cli
 def test_converter_refuses_bad_input(tmp_path):
     script = ROOT / "scripts" / "convert_fairseq_checkpoint.py"
     junk = tmp_path / "junk.pt"
@@ -117,26 +99,28 @@ def test_argparse_era_checkpoints_load_with_weights_only(tmp_path):
     assert torch.load(path)["args"].arch == "transformer_lm_wiki103"
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("arch", ["adaptive_lm_define_tiny", "adaptive_lm_define_std_tiny"])
 def test_define_trains_and_the_eval_cache_scores_the_same(lm_data, tmp_path, arch):
     ckpt = tmp_path / "ckpt"
     define = ["--task", "adaptive_language_modeling", "--arch", arch, "--criterion", "adaptive_cross_entropy"]
-    run_cli(train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "8"])
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, *define, "--save-dir", ckpt, "--max-update", "8"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert any(k.startswith("decoder.embed_tokens.embedding.layers.1.") for k in state["model"])
     assert "decoder.scorer.project.weight" in state["model"]  # m -> n before the tied softmax
-    plain = evaluate(lm_data, ckpt / "checkpoint_last.pt")
-    cached = evaluate(lm_data, ckpt / "checkpoint_last.pt", "--model-overrides", "{'define_cache': True}")
+    plain = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt")
+    cached = evaluate_lm(lm_data, ckpt / "checkpoint_last.pt", "--model-overrides", "{'define_cache': True}")
     vocab = sum(1 for _ in open(lm_data / "dict.txt")) + 4
     assert math.isfinite(plain["perplexity"]) and plain["perplexity"] < vocab
     assert float(cached["perplexity"]) == pytest.approx(float(plain["perplexity"]), rel=1e-6)
 
 
+@pytest.mark.cli
 def test_define_in_bf16_through_our_entry_point(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     define = ["--task", "adaptive_language_modeling", "--arch", "adaptive_lm_define_tiny",
               "--criterion", "adaptive_cross_entropy"]
-    run_cli(adaptive_train.cli_main, [lm_data, *TRAIN, *define, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
+    run_cli(adaptive_train.cli_main, [lm_data, *LM_TRAIN, *define, "--save-dir", ckpt, "--max-update", "4", "--bf16"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert state["cfg"]["common"]["bf16"] and not state["cfg"]["common"]["tpu"]
     for name in ("decoder.embed_tokens.embedding.layers.1.weight", "decoder.embed_tokens.embedding.output_layer.weight"):

@@ -16,8 +16,7 @@ from fairseq_cli import train
 
 from fairseq_adaptive import fairseq_fixes
 
-from .conftest import ROOT, USER_DIR, run_cli
-from .test_end_to_end import OURS, TRAIN, evaluate, json_log
+from .helpers import LM_TRAIN, MT_TRAIN, ROOT, SAMPLE, TINY_LM, evaluate_lm, json_log, load_script, run_cli, train_args
 
 
 def failing_copy(after: int):
@@ -56,6 +55,7 @@ while True:
 """
 
 
+@pytest.mark.cli
 def test_a_killed_checkpoint_copy_leaves_a_whole_file(tmp_path):
     """kill -9 at random points of copies that alternate two 8 MB checkpoints onto one file: the file is always one of
     them, whole."""
@@ -74,10 +74,11 @@ def test_a_killed_checkpoint_copy_leaves_a_whole_file(tmp_path):
         assert dst.read_bytes() in contents
 
 
+@pytest.mark.cli
 def test_training_resumes_after_a_checkpoint_copy_failed(lm_data, tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt"
-    common = [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--save-interval-updates", "2", "--no-epoch-checkpoints",
-              "--log-format", "json", "--log-interval", "1"]
+    common = [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--save-interval-updates", "2",
+              "--no-epoch-checkpoints", "--log-format", "json", "--log-interval", "1"]
     run_cli(train.cli_main, [*common, "--max-update", "4"])
     before = (ckpt / "checkpoint_last.pt").read_bytes()
     monkeypatch.setattr(shutil, "copyfileobj", failing_copy(100_000))
@@ -137,6 +138,7 @@ DATA_FAULTS = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("fault", sorted(DATA_FAULTS))
 def test_damaged_data_stops_training_before_a_step(lm_data, tmp_path, fault):
     mutate, message = DATA_FAULTS[fault]
@@ -144,13 +146,14 @@ def test_damaged_data_stops_training_before_a_step(lm_data, tmp_path, fault):
     mutate(data)
     ckpt = tmp_path / "ckpt"
     with pytest.raises(ValueError, match=message):
-        run_cli(train.cli_main, [data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "2"])
+        run_cli(train.cli_main, [data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--max-update", "2"])
     assert not any(ckpt.glob("*.pt"))  # no checkpoint written
 
 
+@pytest.mark.cli
 def test_ids_past_the_dictionary_stop_eval_lm_and_the_layers(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "2"])
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--max-update", "2"])
     data = copy_data(lm_data, tmp_path)
     from fairseq.data import indexed_dataset
 
@@ -161,7 +164,7 @@ def test_ids_past_the_dictionary_stop_eval_lm_and_the_layers(lm_data, tmp_path):
         builder.add_item(sentence + 10_000)
     builder.finalize(str(data / "test.idx"))
     with pytest.raises(ValueError, match=r"test.bin holds token id [\d,]+, past the [\d,]+-entry dictionary"):
-        evaluate(data, ckpt / "checkpoint_last.pt")
+        evaluate_lm(data, ckpt / "checkpoint_last.pt")
     from fairseq import checkpoint_utils
 
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(ckpt / "checkpoint_last.pt")],
@@ -175,9 +178,10 @@ def test_ids_past_the_dictionary_stop_eval_lm_and_the_layers(lm_data, tmp_path):
         model.decoder.scorer.loss(features, torch.tensor([[5, 6, vocab]]), ignore_index=1)
 
 
+@pytest.mark.cli
 def test_eval_lm_with_another_dictionary_of_the_same_size_names_both(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "2"])
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--max-update", "2"])
     data = copy_data(lm_data, tmp_path)
     lines = (data / "dict.txt").read_text().splitlines()
     word, count = lines[10].split(" ", 1)
@@ -185,8 +189,8 @@ def test_eval_lm_with_another_dictionary_of_the_same_size_names_both(lm_data, tm
     (data / "dict.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(ValueError, match=rf"the dictionary of {data} \({data}/dict.txt\) is not the one the "
                                          rf"checkpoint was trained with \({lm_data.resolve()}/dict.txt\): both have "):
-        evaluate(data, ckpt / "checkpoint_last.pt")
-    assert evaluate(lm_data, ckpt / "checkpoint_last.pt")["perplexity"] > 0  # its own dictionary still scores
+        evaluate_lm(data, ckpt / "checkpoint_last.pt")
+    assert evaluate_lm(lm_data, ckpt / "checkpoint_last.pt")["perplexity"] > 0  # its own dictionary still scores
 
 
 def test_checkpoints_without_a_fingerprint_keep_loading():
@@ -201,14 +205,12 @@ def test_checkpoints_without_a_fingerprint_keep_loading():
 @pytest.fixture(scope="module")
 def lm_checkpoint(lm_data, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("lm_ckpt")
-    run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", ckpt, "--max-update", "2"])
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", ckpt, "--max-update", "2"])
     return ckpt
 
 
 @pytest.fixture(scope="module")
 def mt_checkpoint(mt_data, tmp_path_factory):
-    from .test_translation import TRAIN as MT_TRAIN
-
     ckpt = tmp_path_factory.mktemp("mt_ckpt")
     run_cli(train.cli_main, [mt_data, *MT_TRAIN, "--save-dir", ckpt, "--max-update", "2"])
     return ckpt
@@ -233,6 +235,7 @@ CHECKPOINT_FAULTS = {"empty": "is empty \\(0 bytes; a save was cut off\\)",
                      "foreign": "is not a fairseq checkpoint"}
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("kind", sorted(CHECKPOINT_FAULTS))
 def test_damaged_checkpoints_are_named_by_the_hub_and_by_a_resume(lm_data, lm_checkpoint, tmp_path, kind):
     from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
@@ -246,14 +249,13 @@ def test_damaged_checkpoints_are_named_by_the_hub_and_by_a_resume(lm_data, lm_ch
     assert "weights_only" not in str(error.value)
     path.replace(folder / "checkpoint_last.pt")  # the file a plain resume reads
     with pytest.raises(ValueError, match=message.replace(str(path), str(folder / "checkpoint_last.pt"))):
-        run_cli(train.cli_main, [lm_data, *TRAIN, *OURS, "--save-dir", folder, "--max-update", "4"])
+        run_cli(train.cli_main, [lm_data, *LM_TRAIN, *TINY_LM, "--save-dir", folder, "--max-update", "4"])
 
 
+@pytest.mark.cli
 def test_entry_points_check_what_they_are_given(lm_data, mt_data, lm_checkpoint, mt_checkpoint, tmp_path):
     from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
     from fairseq_adaptive.models.adaptive_transformer import AdaptiveTransformerModel
-
-    from .conftest import load_script
 
     last = "checkpoint_last.pt"
     with pytest.raises(ValueError, match=rf"^{tmp_path}/nowhere/dict.txt does not exist: give the data-bin folder"):
@@ -270,20 +272,20 @@ def test_entry_points_check_what_they_are_given(lm_data, mt_data, lm_checkpoint,
         load_script("freq_loss").main([str(lm_data), str(mt_checkpoint / last)])
 
 
+@pytest.mark.cli
 def test_fairseqs_adaptive_loss_is_refused_with_ours_named(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    flags = [flag if flag != "adaptive_cross_entropy" else "adaptive_loss" for flag in OURS]
+    flags = [flag if flag != "adaptive_cross_entropy" else "adaptive_loss" for flag in TINY_LM]
     with pytest.raises(ValueError, match=r"^--criterion adaptive_loss needs fairseq's own adaptive softmax.*"
                                          r"use --criterion adaptive_cross_entropy"):
-        run_cli(train.cli_main, [lm_data, *TRAIN, *flags, "--save-dir", ckpt, "--max-update", "2"])
+        run_cli(train.cli_main, [lm_data, *LM_TRAIN, *flags, "--save-dir", ckpt, "--max-update", "2"])
     assert not any(ckpt.glob("*.pt"))
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("split,text", [("train", ""), ("train", "a few words only\n"), ("valid", "\n")])
 def test_prepare_lm_refuses_empty_inputs_before_writing(tmp_path, split, text):
     import gzip
-
-    from .conftest import SAMPLE
 
     src = tmp_path / "src"
     src.mkdir()
@@ -299,8 +301,6 @@ def test_prepare_lm_refuses_empty_inputs_before_writing(tmp_path, split, text):
 
 
 def test_prepare_mt_refuses_empty_inputs_before_writing(tmp_path):
-    from .conftest import load_script
-
     src = tmp_path / "raw"
     src.mkdir()
     for split, n in (("train", 30), ("valid", 5), ("test", 5)):
@@ -310,6 +310,7 @@ def test_prepare_mt_refuses_empty_inputs_before_writing(tmp_path):
     assert not (tmp_path / "dest").exists() and not (tmp_path / "dest.partial").exists()
 
 
+@pytest.mark.cli
 def test_the_hub_loads_an_ensemble(lm_data, lm_checkpoint):
     from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
 
@@ -318,7 +319,7 @@ def test_the_hub_loads_an_ensemble(lm_data, lm_checkpoint):
 
 
 def test_a_source_only_translation_split_and_older_formats_are_left_to_fairseq(mt_data, tmp_path):
-    from fairseq import options, tasks
+    from fairseq import tasks
 
     from fairseq_adaptive.checks import check_split, largest_id
 
@@ -326,8 +327,7 @@ def test_a_source_only_translation_split_and_older_formats_are_left_to_fairseq(m
     shutil.copytree(mt_data, data)
     for ext in ("bin", "idx"):
         (data / f"test.en-de.de.{ext}").unlink()  # generation on text without references
-    args = options.parse_args_and_arch(options.get_training_parser(), [
-        str(data), "--user-dir", USER_DIR, "--task", "translation", "--arch", "adaptive_transformer_tiny"])
+    args = train_args(data, "translation", "adaptive_transformer_tiny")
     check_split(tasks.setup_task(args), "test")
     (data / "old.idx").write_bytes(b"TNTIDX\x00\x00" + bytes(40))  # fairseq's cached/lazy format
     (data / "old.bin").write_bytes(bytes(8))

@@ -17,6 +17,10 @@ def test_golden_checkpoint_scores_as_written(name):
     torch.testing.assert_close(got["target_log_probs"], expected["target_log_probs"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["log_probs"], expected["log_probs"], rtol=1e-5, atol=1e-5)
     assert got["log_probs"].exp().sum(-1).sub(1).abs().max() < 1e-4  # a whole distribution per position
+    assert sorted(got) == sorted(expected)
+    if "stream_target_log_probs" in expected:  # a stream model: the same targets in segments, its state carried
+        torch.testing.assert_close(got["stream_target_log_probs"], expected["stream_target_log_probs"], rtol=1e-5,
+                                   atol=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from fairseq_adaptive.modules.linear_cross_entropy import cross_entropy_rows, linear_cross_entropy
 
-from .conftest import compile_for_h100, run_interpreted
+from .helpers import compile_for_h100, run_interpreted
 
 
 def reference(x, w, t, keep):
@@ -139,6 +139,7 @@ KERNEL_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.cli
 def test_triton_kernel_equals_pytorch_rows():
     run_interpreted(KERNEL_CHECK)
 
@@ -179,6 +180,7 @@ LAYER_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.cli
 def test_adaptive_softmax_through_the_kernel_equals_the_pytorch_path():
     """The training loss, its gradients and the scoring path of a whole layer, the kernels taking every block."""
     run_interpreted(LAYER_CHECK)
@@ -189,7 +191,7 @@ def test_triton_kernel_compiles_to_h100_machine_code(dtype, grad):
     pytest.importorskip("triton")
     from fairseq_adaptive.modules.triton_cross_entropy import _cross_entropy_rows_kernel
 
-    signature = {"logits_ptr": f"*{dtype}", "stride": "i64", "target_ptr": "*i64", "keep_ptr": "*i1",
+    signature = {"logits_ptr": f"*{dtype}", "stride": "i64", "target_ptr": "*i64", "row_weight_ptr": "*i1",
                  "nll_ptr": "*fp32", "num_classes": "i32", "scale": "fp32"}
     compile_for_h100(_cross_entropy_rows_kernel, signature, {"GRAD": grad, "BLOCK": 4096}, num_warps=8)
 
@@ -203,8 +205,8 @@ def test_span_kernels_compile_to_h100_machine_code(dtype, grad):
     spans = {"num_classes": "i32", "span": "i32", "splits": "i32"}
     compile_for_h100(_span_lse_kernel, {**common, "target_ptr": "*i64", "part_ptr": "*fp32", "nll_ptr": "*fp32",
                                         **spans}, {"BLOCK": 4096}, num_warps=8)
-    compile_for_h100(_span_finish_kernel, {**common, "target_ptr": "*i64", "keep_ptr": "*i1", "part_ptr": "*fp32",
-                                           "nll_ptr": "*fp32", **spans, "scale": "fp32"},
+    compile_for_h100(_span_finish_kernel, {**common, "target_ptr": "*i64", "row_weight_ptr": "*i1",
+                                           "part_ptr": "*fp32", "nll_ptr": "*fp32", **spans, "scale": "fp32"},
                      {"GRAD": grad, "BLOCK": 4096, "SPLITS": 8}, num_warps=8)
 
 
@@ -306,7 +308,7 @@ def test_cross_entropy_kernel_is_checked_once_and_dropped_on_a_mismatch(fake_dev
 
     def kernel(logits, target, keep, grad, scale=1.0):  # the PyTorch code, off by 1e-2 in the NLL when broken
         calls.append(logits.shape)
-        nll, _, g = lce.pytorch_rows(logits, target, keep, grad, scale)
+        nll, _, g = lce.cross_entropy_rows(logits, target, keep, grad, scale, allow_kernel=False)
         return nll + (1e-2 if broken else 0.0), g
 
     monkeypatch.setattr(lce.triton_cross_entropy, "cross_entropy_rows", kernel)

@@ -14,8 +14,9 @@ from fairseq_cli import interactive, train
 
 from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
 
-from .conftest import USER_DIR, run_cli
-from .test_end_to_end import TRAIN, evaluate
+from .helpers import LM_TRAIN, USER_DIR, evaluate_lm, load_script, run_cli, write_text_sample
+
+pytestmark = pytest.mark.cli  # every test reads a model that fairseq-train wrote (the trained fixture)
 
 MODELS = {
     "adaptive": ["--arch", "adaptive_lm_tiny"],
@@ -28,7 +29,7 @@ PROMPT = "The President of the United States"
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def trained(request, lm_data, tmp_path_factory):
     ckpt = tmp_path_factory.mktemp("paths") / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, "--task", "adaptive_language_modeling",
+    run_cli(train.cli_main, [lm_data, *LM_TRAIN, "--task", "adaptive_language_modeling",
                              "--criterion", "adaptive_cross_entropy", *MODELS[request.param],
                              "--save-dir", ckpt, "--max-update", "6", "--no-epoch-checkpoints"])
     return request.param, ckpt
@@ -104,17 +105,17 @@ def test_eval_lm_every_break_mode(trained, sentences, caplog):
     results = {}
     for mode in ("none", "eos", "complete", "complete_doc"):
         with caplog.at_level(logging.INFO):
-            results[mode] = evaluate(data, ckpt / "checkpoint_last.pt", "--sample-break-mode", mode)
+            results[mode] = evaluate_lm(data, ckpt / "checkpoint_last.pt", "--sample-break-mode", mode)
         # every token scored once; complete_doc drops the empty lines that separate documents
         assert evaluated_tokens(caplog) == n_tokens - (n_documents if mode == "complete_doc" else 0), (name, mode)
         assert math.isfinite(results[mode]["perplexity"]) and 1 < results[mode]["perplexity"] < vocab, (name, mode)
-    windowed = evaluate(data, ckpt / "checkpoint_last.pt", "--context-window", "32")
+    windowed = evaluate_lm(data, ckpt / "checkpoint_last.pt", "--context-window", "32")
     assert windowed["perplexity"] != results["none"]["perplexity"]
     assert len({round(float(r["loss"]), 6) for r in results.values()}) > 1  # the modes cut the text differently
 
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        probs = evaluate(data, ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos", "--output-word-probs",
+        probs = evaluate_lm(data, ckpt / "checkpoint_last.pt", "--sample-break-mode", "eos", "--output-word-probs",
                          "--output-word-stats")
     assert float(probs["loss"]) == pytest.approx(float(results["eos"]["loss"]), rel=1e-5)
     messages = [r.getMessage() for r in caplog.records]
@@ -129,8 +130,6 @@ def test_eval_lm_every_break_mode(trained, sentences, caplog):
 # ------------------------------------------------------------------------------------------------- bad input
 def preprocess_text(root, chars):
     from fairseq_cli import preprocess
-
-    from .conftest import write_text_sample
 
     root.mkdir()
     write_text_sample(root, {"train": chars, "test": 5_000})
@@ -147,20 +146,18 @@ def test_eval_lm_on_another_dictionary_says_so(lm_data, trained, tmp_path, chars
     assert size != trained_size
     with pytest.raises(ValueError, match=f"has {size:,} entries, but the checkpoint was trained with a "
                                          f"{trained_size:,}-entry dictionary.*--srcdict"):
-        evaluate(other, ckpt / "checkpoint_last.pt")
+        evaluate_lm(other, ckpt / "checkpoint_last.pt")
 
 
 
 def test_loss_by_frequency_adds_up_to_eval_lms_loss(trained, sentences, tmp_path, capsys):
-    from .conftest import load_script
-
     _, ckpt = trained
     data, n_tokens, _ = sentences
     rows = load_script("freq_loss").main([str(data), str(ckpt / "checkpoint_last.pt"), "--names", "m", "--cpu",
                                           "--tokens-per-sample", "64", "--plot", str(tmp_path / "f.png")])["m"]
     assert sum(r["tokens"] for r in rows.values()) == n_tokens and rows["</s>"]["tokens"] > 0
     mean = sum(r["tokens"] * r["loss"] for r in rows.values() if r["tokens"]) / n_tokens
-    assert mean == pytest.approx(float(evaluate(data, ckpt / "checkpoint_last.pt")["loss"]), rel=1e-5)
+    assert mean == pytest.approx(float(evaluate_lm(data, ckpt / "checkpoint_last.pt")["loss"]), rel=1e-5)
     frequent, rare = rows[">= 10,000"] if rows[">= 10,000"]["tokens"] else rows["1,000-9,999"], rows["0-9"]
     assert frequent["loss"] < rare["loss"]  # a trained model finds frequent words easier
     assert (tmp_path / "f.png").stat().st_size > 1000 and "| all (eval-lm's loss) |" in capsys.readouterr().out

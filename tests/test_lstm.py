@@ -10,12 +10,15 @@ import torch.nn.functional as F
 from fairseq_cli import interactive, train
 
 from fairseq_adaptive.criterions.adaptive_cross_entropy import activation_penalties
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters
+from fairseq_adaptive.models.lm_base import ACTIVATIONS, RegularizedActivations
+from fairseq_adaptive.models.counting import count_parameters
 from fairseq_adaptive.models.lstm_lm import LSTMLanguageModel
 from fairseq_adaptive.modules.lstm import LSTMStack, count_lstm_parameters, locked_dropout, word_dropout
 
-from .conftest import USER_DIR, load_script, run_cli
-from .test_txl import TRAIN, assert_incremental_equals_full, evaluate, stream_length
+from .helpers import (
+    STREAM_TRAIN, USER_DIR, assert_incremental_equals_full, build_lm, build_lstm, evaluate_streams, load_script,
+    run_cli, stream_length,
+)
 
 
 def stack(**kw):
@@ -89,7 +92,7 @@ def test_ar_tar_against_the_formula():
     torch.manual_seed(0)
     dropped, raw = torch.randn(2, 5, 3), torch.randn(2, 5, 3)
     keep = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
-    got = activation_penalties({"lstm_output": dropped, "lstm_raw": raw}, keep, alpha=2.0, beta=1.0)
+    got = activation_penalties({ACTIVATIONS: RegularizedActivations(dropped, raw)}, keep, alpha=2.0, beta=1.0)
     ar = sum(float((dropped[b, t] ** 2).sum()) for b in range(2) for t in range(5) if keep[b, t]) / (9 * 3)
     pairs = [(b, t) for b in range(2) for t in range(1, 5) if keep[b, t] and keep[b, t - 1]]
     tar = sum(float(((raw[b, t] - raw[b, t - 1]) ** 2).sum()) for b, t in pairs) / (len(pairs) * 3)
@@ -101,15 +104,16 @@ def test_ar_tar_in_half_precision_equals_fp32():
     torch.manual_seed(0)
     dropped, raw = torch.randn(80, 70, 400), torch.randn(80, 70, 400)
     keep = torch.ones(80, 70, dtype=torch.bool)
-    ref = activation_penalties({"lstm_output": dropped, "lstm_raw": raw}, keep, 2.0, 1.0)
-    half = activation_penalties({"lstm_output": dropped.half(), "lstm_raw": raw.half()}, keep, 2.0, 1.0)
+    ref = activation_penalties({ACTIVATIONS: RegularizedActivations(dropped, raw)}, keep, 2.0, 1.0)
+    half = activation_penalties({ACTIVATIONS: RegularizedActivations(dropped.half(), raw.half())}, keep, 2.0, 1.0)
     assert torch.isfinite(half) and half.item() == pytest.approx(ref.item(), rel=1e-3)
 
 
 def test_counts():
     # AWD-LSTM on Penn Treebank: 24M (Merity et al. 2018), a 10,000-word table of 400 tied to the softmax, plus biases
     v = 10000
-    assert count_parameters(build_on_meta("lstm_awd_ptb", v)) == v * 400 + v + count_lstm_parameters(400, 1150, 400, 3)
+    awd = build_lstm("lstm_awd_ptb", vocab=v).model
+    assert count_parameters(awd) == v * 400 + v + count_lstm_parameters(400, 1150, 400, 3)
     assert round(count_lstm_parameters(400, 1150, 400, 3) / 1e6, 2) == 20.21
     # DeFINE Table 1a's context models: 4 layers of 1,024 units whose first reads m and last outputs m
     assert [round(count_lstm_parameters(m, 1024, m, 4) / 1e6, 2) for m in (256, 384, 512)] == [23.36, 24.73, 26.24]
@@ -125,15 +129,16 @@ AWD = ["--weight-drop", "0.3", "--input-dropout", "0.2", "--hidden-dropout", "0.
        "--word-dropout", "0.1", "--ar-alpha", "2", "--tar-beta", "1"]
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, caplog):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS[model], *AWD, "--save-dir", ckpt, "--max-update", "8",
+    run_cli(train.cli_main, [lm_data, *STREAM_TRAIN, *MODELS[model], *AWD, "--save-dir", ckpt, "--max-update", "8",
                              "--log-format", "simple", "--log-interval", "4"])
     assert "ar_tar" in caplog.text  # the regularisers took part
     last = ckpt / "checkpoint_last.pt"
     caplog.clear()
-    result = evaluate(lm_data, last)
+    result = evaluate_streams(lm_data, last)
     counts = [int(r.getMessage().split()[1].replace(",", "")) for r in caplog.records
               if r.getMessage().startswith("Evaluated ")]
     assert counts == [stream_length(lm_data, "test") - 1] and result["perplexity"] < 10 ** 4
@@ -150,9 +155,10 @@ def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, capl
     assert len(hyps) == 1 and hyps[0][2].startswith("The President of the United States")
 
 
+@pytest.mark.cli
 def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS["define"], "--save-dir", ckpt, "--max-update", "3"])
+    run_cli(train.cli_main, [lm_data, *STREAM_TRAIN, *MODELS["define"], "--save-dir", ckpt, "--max-update", "3"])
     hub = LSTMLanguageModel.from_pretrained(str(ckpt), "checkpoint_last.pt", str(lm_data), user_dir=USER_DIR)
     hub.eval()
     assert_incremental_equals_full(hub)
@@ -160,8 +166,8 @@ def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
 
 def test_define_without_reduction_feeds_k_to_the_first_layer():
     # lstm_define_tiny: n=16, k=64, m=32; Table 6b's "- Reduce" hands the LSTM DeFINE's k-wide output
-    reduced = build_on_meta("lstm_define_tiny", 300)
-    kept = build_on_meta("lstm_define_tiny", 300, ["--define-no-reduce"])
+    reduced = build_lstm("lstm_define_tiny", vocab=300).model
+    kept = build_lstm("lstm_define_tiny", ["--define-no-reduce"], vocab=300).model
     first = kept.decoder.body.layers[0]
     assert first.input_size == 64 and kept.decoder.body.layers[-1].hidden_size == 32
     assert reduced.decoder.body.layers[0].input_size == 32
@@ -171,5 +177,5 @@ def test_define_without_reduction_feeds_k_to_the_first_layer():
 
 def test_define_without_reduction_is_refused_where_the_body_runs_at_m():
     with pytest.raises(ValueError, match="--define-no-reduce feeds DeFINE's k-wide output .* drop --define-no-reduce"):
-        build_on_meta("adaptive_lm_wiki103_define_n64", 1000, ["--define-no-reduce", "--adaptive-softmax-cutoff",
-                                                                "200,500", "--adaptive-input-cutoff", "200,500"])
+        build_lm("adaptive_lm_wiki103_define_n64", ["--define-no-reduce", "--adaptive-softmax-cutoff", "200,500",
+                                                    "--adaptive-input-cutoff", "200,500"], vocab=1000)

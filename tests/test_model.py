@@ -4,13 +4,14 @@ import shutil
 
 import pytest
 import torch
-from fairseq import options, tasks
+from fairseq import tasks
 from fairseq.data import Dictionary
 
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters, dictionary_of_size
-from fairseq_adaptive.tasks.adaptive_language_modeling import band_fractions, derive_cutoffs
+from fairseq_adaptive.models.counting import count_parameters
+from fairseq_adaptive.models.lm_base import band_fractions
+from fairseq_adaptive.tasks.adaptive_language_modeling import derive_cutoffs
 
-from .conftest import USER_DIR, steps_with_and_without_autocast
+from .helpers import build_lm, steps_with_and_without_autocast, train_args
 
 # Table 3 of Baevski & Auli 2019, WikiText-103 (267,744-entry dictionary): millions of parameters.
 TABLE3 = {
@@ -24,7 +25,7 @@ TABLE3 = {
 
 @pytest.mark.parametrize("arch,paper", sorted(TABLE3.items()))
 def test_table3_parameter_counts(arch, paper):
-    n = count_parameters(build_on_meta(arch, 267744))
+    n = count_parameters(build_lm(arch, vocab=267744).model)
     assert abs(n / 1e6 - paper) < 0.1, f"{arch}: {n / 1e6:.2f}M vs the paper's {paper}M"
 
 
@@ -34,25 +35,12 @@ def test_adp_t_closed_form():
     block = 4 * (d * d + d) + (d * ffn + ffn) + (ffn * d + d) + 2 * 2 * d
     bands = [(20000, 1024), (40000, 256), (V - 60000, 64)]
     adaptive_input = sum(n * w + w * d for n, w in bands)
-    assert count_parameters(build_on_meta("adaptive_lm_wiki103_adp_t", V)) == layers * block + adaptive_input + 2 * d
-
-
-def parse(data, arch, *extra):
-    parser = options.get_training_parser()
-    return options.parse_args_and_arch(
-        parser,
-        [str(data), "--user-dir", USER_DIR, "--task", "adaptive_language_modeling", "--arch", arch, "--cpu", *extra],
-    )
-
-
-def build(data, arch="adaptive_lm_tiny", *extra):
-    args = parse(data, arch, *extra)
-    task = tasks.setup_task(args)
-    return task.build_model(args), args
+    model = build_lm("adaptive_lm_wiki103_adp_t", vocab=V).model
+    assert count_parameters(model) == layers * block + adaptive_input + 2 * d
 
 
 def test_auto_cutoffs_follow_coverage(lm_data):
-    model, args = build(lm_data, "adaptive_lm_tiny", "--cutoff-coverage", "0.8,0.95")
+    model, _, args = build_lm(flags=["--cutoff-coverage", "0.8,0.95"], data=lm_data)
     d = Dictionary.load(str(lm_data / "dict.txt"))
     cut = derive_cutoffs(d, [0.8, 0.95])
     assert model.decoder.embed_tokens.embedding.cutoff[:-1] == cut
@@ -89,12 +77,12 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("extra,message", BAD_INPUTS)
 def test_bad_flags_fail_at_build_with_the_flag_named(lm_data, extra, message):
     with pytest.raises(ValueError, match=message):
-        build(lm_data, "adaptive_lm_tiny", *extra)
+        build_lm(flags=extra, data=lm_data)
 
 
 def test_tie_proj_without_tied_weights(lm_data):
     with pytest.raises(ValueError, match="--tie-adaptive-proj needs --tie-adaptive-weights"):
-        args = parse(lm_data, "adaptive_lm_tiny")
+        args = train_args(lm_data, "adaptive_language_modeling", "adaptive_lm_tiny")
         args.tie_adaptive_weights = False
         tasks.setup_task(args).build_model(args)
 
@@ -107,26 +95,18 @@ def test_unsorted_dictionary_is_refused_and_left_untouched(lm_data, tmp_path):
     (data / "dict.txt").write_text("\n".join(lines) + "\n")
     before = (data / "dict.txt").read_bytes()
     with pytest.raises(ValueError, match="not sorted by frequency"):
-        build(data)
+        build_lm(data=data)
     assert (data / "dict.txt").read_bytes() == before
 
 
 def test_adaptive_input_without_cutoff_outside_our_task():
-    d = dictionary_of_size(500)
     with pytest.raises(ValueError, match="auto needs the dictionary's counts"):
-        from types import SimpleNamespace
-
-        from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
-
-        args = options.parse_args_and_arch(
-            options.get_training_parser(), ["/x", "--task", "language_modeling", "--arch", "adaptive_lm_tiny"]
-        )
-        AdaptiveLanguageModel.build_model(args, SimpleNamespace(source_dictionary=d, target_dictionary=d))
+        build_lm("adaptive_lm_tiny", vocab=500)  # fairseq's language_modeling task over a dictionary of 500
 
 
 def test_incremental_decoding_equals_full_decoding(lm_data):
     torch.manual_seed(0)
-    model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0")
+    model = build_lm(flags=["--dropout", "0"], data=lm_data).model
     model.eval()
     tokens = torch.randint(4, len(model.decoder.dictionary), (2, 7))
     full = model.get_normalized_probs(model(tokens), log_probs=True)
@@ -140,7 +120,7 @@ def test_incremental_decoding_equals_full_decoding(lm_data):
 
 
 def test_batch_size_invariance(lm_data):
-    model, _ = build(lm_data, "adaptive_lm_tiny")
+    model = build_lm(data=lm_data).model
     model.eval()
     tokens = torch.randint(4, len(model.decoder.dictionary), (3, 6))
     together = model.get_normalized_probs(model(tokens), log_probs=True)
@@ -154,7 +134,7 @@ def test_full_softmax_loss_goes_through_the_engine_from_features(lm_data):
     from fairseq_adaptive.criterions.adaptive_cross_entropy import decoder_features
 
     torch.manual_seed(0)
-    model, _ = build(lm_data, "adaptive_lm_define_std_tiny", "--define-dim", "0", "--dropout", "0")
+    model = build_lm("adaptive_lm_define_std_tiny", ["--define-dim", "0", "--dropout", "0"], data=lm_data).model
     scorer = model.decoder.scorer
     assert scorer.spec.cutoff is None  # a full softmax
     tokens = torch.randint(4, 400, (2, 12))
@@ -182,7 +162,7 @@ def test_no_causal_sdpa_is_honoured_with_a_hydra_config(lm_data):
     from fairseq_adaptive.models.causal_attention import CausalDecoderLayer
 
     for flags, causal in (([], True), (["--no-causal-sdpa"], False)):
-        args = parse(lm_data, "adaptive_lm_tiny", *flags)
+        args = train_args(lm_data, "adaptive_language_modeling", "adaptive_lm_tiny", flags)
         cfg = convert_namespace_to_omegaconf(args)
         model = tasks.setup_task(cfg.task).build_model(cfg.model)
         assert all(isinstance(layer, CausalDecoderLayer) == causal for layer in model.decoder.layers)
@@ -199,7 +179,7 @@ def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
     tokens = torch.randint(4, 400, (2, 9))
     runs = []
     for flag in ((), ("--no-causal-sdpa",)):
-        model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0", "--attention-dropout", "0", *flag)
+        model = build_lm(flags=["--dropout", "0", "--attention-dropout", "0", *flag], data=lm_data).model
         kinds = {type(layer.self_attn) for layer in model.decoder.layers}
         assert kinds == ({MultiheadAttention} if flag else {CausalSelfAttention})
         if runs:
@@ -213,7 +193,7 @@ def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
     for name in runs[0][2]:
         torch.testing.assert_close(runs[0][2][name], runs[1][2][name], atol=1e-5, rtol=1e-4, msg=name)
 
-    model, _ = build(lm_data, "adaptive_lm_tiny", "--dropout", "0")
+    model = build_lm(flags=["--dropout", "0"], data=lm_data).model
     taken = []
     monkeypatch.setattr(CausalSelfAttention, "causal_forward",
                         lambda self, x, _f=CausalSelfAttention.causal_forward: taken.append(1) or _f(self, x))
@@ -230,7 +210,7 @@ def test_causal_sdpa_matches_fairseq_attention(lm_data, monkeypatch):
 def test_scoring_path_gathers_the_same_target_log_probs(lm_data):
     """fairseq's scorers call get_normalized_probs(sample=...) and gather the target: the stride-0 target-only
     result must give what gathering the full distribution gives."""
-    model, _ = build(lm_data, "adaptive_lm_tiny")
+    model = build_lm(data=lm_data).model
     model.eval()
     tokens = torch.randint(4, len(model.decoder.dictionary), (3, 10))
     target = tokens.roll(-1, 1)
@@ -250,8 +230,7 @@ def test_criterion_logs_cluster_stats_after_the_main_metrics(lm_data, quiet):
 
     from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 
-    model, args = build(lm_data, "adaptive_lm_tiny")
-    task = tasks.setup_task(args)
+    model, task, _ = build_lm(data=lm_data)
     criterion = AdaptiveCrossEntropyCriterion(task, sentence_avg=False, no_cluster_stats=quiet)
     tokens = torch.randint(4, len(task.dictionary), (2, 16))
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}, "target": tokens.roll(-1, 1), "ntokens": 32}
@@ -275,8 +254,8 @@ def test_training_step_under_autocast(lm_data, arch, extra):
     from fairseq_adaptive.criterions.adaptive_cross_entropy import AdaptiveCrossEntropyCriterion
 
     torch.manual_seed(0)
-    model, args = build(lm_data, arch, "--dropout", "0", "--define-dropout", "0", "--define-embed-dropout", "0", *extra)
-    task = tasks.setup_task(args)
+    no_dropout = ["--dropout", "0", "--define-dropout", "0", "--define-embed-dropout", "0"]
+    model, task, _ = build_lm(arch, [*no_dropout, *extra], data=lm_data)
     criterion = AdaptiveCrossEntropyCriterion(task, sentence_avg=False)
     tokens = torch.randint(4, len(task.dictionary), (4, 24))
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": None}, "target": tokens.roll(-1, 1), "ntokens": 96}

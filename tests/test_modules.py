@@ -271,7 +271,7 @@ def test_routes_in_bf16_are_within_rounding_of_fp32(route):
 
 
 def test_the_chunk_flag_is_gone_with_a_clear_error(lm_data):
-    from .test_model import build as build_model
+    from .helpers import build_lm
 
     with pytest.raises(ValueError, match="--adaptive-softmax-chunk=64 was removed.*drop the flag"):
-        build_model(lm_data, "adaptive_lm_tiny", "--adaptive-softmax-chunk", "64")
+        build_lm("adaptive_lm_tiny", ["--adaptive-softmax-chunk", "64"], data=lm_data)

@@ -10,7 +10,7 @@ from fairseq_cli import train
 
 from fairseq_adaptive.optim.nt_asgd import NTASGD, AveragedSGD, ValidatesWithAverage
 
-from .conftest import USER_DIR, run_cli
+from .helpers import USER_DIR, run_cli
 
 
 def params(seed=0):
@@ -141,6 +141,7 @@ def saved(path):
     return state, opt["param_groups"][0], opt["state"], [p.detach() for p in models[0].parameters()]
 
 
+@pytest.mark.cli
 def test_fairseq_train_saves_the_average_and_resumes_it(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
     run_cli(train.cli_main, [lm_data, *TRAIN, "--average-from-epoch", "2", "--max-epoch", "3", "--save-dir", ckpt])
@@ -217,6 +218,7 @@ def test_task_switches_before_the_save_validates_with_the_average_and_resumes_fr
     assert resumed.averaging and resumed.history == [5.0, 4.0, 4.5, 6.0, 3.0]
 
 
+@pytest.mark.cli
 def test_nt_asgd_needs_a_task_that_swaps_the_average(lm_data, tmp_path):
     argv = [lm_data, *TRAIN, "--max-update", "1", "--save-dir", tmp_path / "ckpt"]
     argv[argv.index("bptt_lm")] = "language_modeling"

@@ -4,7 +4,9 @@ afterwards, and no object of fairseq's has its class reassigned."""
 import subprocess
 import sys
 
-from .conftest import ROOT
+import pytest
+
+from .helpers import ROOT, build_lm
 
 CHECK = """
 import fairseq.data.data_utils as d
@@ -23,6 +25,7 @@ print("untouched")
 """
 
 
+@pytest.mark.cli
 def test_importing_the_plugin_changes_nothing_in_fairseq():
     done = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and "untouched" in done.stdout, done.stderr[-2000:]
@@ -36,9 +39,7 @@ def test_no_class_is_reassigned_in_the_package():
 def test_the_batching_fix_applies_when_our_model_is_built(lm_data):
     from fairseq.data import data_utils
 
-    from .test_model import build
-
-    build(lm_data, "adaptive_lm_tiny")
+    build_lm("adaptive_lm_tiny", data=lm_data)
     assert getattr(data_utils.batch_by_size, "_fairseq_adaptive_fix", False)
     from fairseq import checkpoint_utils
 

@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, USER_DIR, load_script
+from .helpers import ROOT, USER_DIR, load_script
+
+pytestmark = pytest.mark.cli
 
 
 def run_subprocess(argv):

@@ -8,14 +8,15 @@ import math
 
 import pytest
 import torch
-from fairseq import checkpoint_utils, options, tasks
+from fairseq import checkpoint_utils
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
 from fairseq_cli import generate, train
 
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters
+from fairseq_adaptive.models.counting import count_parameters
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 
-from .conftest import USER_DIR, run_cli, steps_with_and_without_autocast
+from .helpers import MT_TRAIN, USER_DIR, build_translation, run_cli, steps_with_and_without_autocast
+
 
 def cutoff(data):
     return (data / "cutoffs.txt").read_text().strip()
@@ -37,11 +38,6 @@ def kinds(data):
     }
 
 
-TRAIN = ["--user-dir", USER_DIR, "--cpu", "--task", "translation", "--arch", "adaptive_transformer_tiny",
-         "--criterion", "adaptive_label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--optimizer", "adam",
-         "--lr", "0.003", "--max-tokens", "1024", "--no-progress-bar", "--num-workers", "0", "--seed", "1"]
-
-
 def generate_bleu(data, checkpoint, capsys):
     capsys.readouterr()
     run_cli(generate.cli_main, [data, "--user-dir", USER_DIR, "--cpu", "--path", checkpoint, "--beam", "4",
@@ -52,12 +48,13 @@ def generate_bleu(data, checkpoint, capsys):
     return out, hypotheses
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("kind", ["standard", "standard, separate embeddings", "adaptive, tied adaptive softmax",
                                   "adaptive, untied adaptive softmax", "define over standard",
                                   "define over adaptive, tied"])
 def test_train_checkpoint_generate(mt_data, tmp_path, capsys, kind):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)[kind], "--save-dir", ckpt, "--max-update", "6"])
+    run_cli(train.cli_main, [mt_data, *MT_TRAIN, *kinds(mt_data)[kind], "--save-dir", ckpt, "--max-update", "6"])
     state = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     assert math.isfinite(state["extra_state"]["best"])
     out, hypotheses = generate_bleu(mt_data, ckpt / "checkpoint_last.pt", capsys)
@@ -74,9 +71,10 @@ def test_train_checkpoint_generate(mt_data, tmp_path, capsys, kind):
     assert 0.0 <= bleu <= 100.0
 
 
+@pytest.mark.cli
 def test_resume_from_checkpoint(mt_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    flags = [mt_data, *TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir", ckpt]
+    flags = [mt_data, *MT_TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir", ckpt]
     run_cli(train.cli_main, [*flags, "--max-update", "4"])
     first = torch.load(ckpt / "checkpoint_last.pt", weights_only=False)
     log = tmp_path / "second.log"
@@ -92,17 +90,10 @@ def test_resume_from_checkpoint(mt_data, tmp_path):
     assert int(step(first)) == 4 and int(step(state)) == 7
 
 
-def build(data, *extra):
-    parser = options.get_training_parser()
-    args = options.parse_args_and_arch(parser, [str(data), *TRAIN[:7], *extra])
-    task = tasks.setup_task(args)
-    return task.build_model(args), task
-
-
 @pytest.mark.parametrize("kind", ["adaptive, tied adaptive softmax", "define over adaptive, tied", "standard"])
 def test_incremental_decoding_equals_full_decoding(mt_data, kind):
     torch.manual_seed(0)
-    model, task = build(mt_data, *kinds(mt_data)[kind])
+    model, task, _ = build_translation(flags=kinds(mt_data)[kind], data=mt_data)
     model.eval()
     src = torch.randint(4, len(task.source_dictionary), (2, 7))
     prev = torch.randint(4, len(task.target_dictionary), (2, 5))
@@ -135,17 +126,13 @@ def test_label_smoothed_adaptive_loss_equals_fairseqs_formula():
     assert all(p.grad is not None for p in sm.parameters())
 
 
-def build_meta(arch, vocab, *extra):
-    return build_on_meta(arch, vocab, extra, task="translation")
-
-
 def test_define_translation_parameter_count():
     """adaptive_transformer_wmt_en_de_define at a 40,000-entry joined dictionary: fairseq's transformer_wmt_en_de
     with shared embeddings, minus its V x 512 table, plus a V x 128 table, one DeFINE block (shared by both sides)
     and the decoder's 512 -> 128 output projection."""
     vocab = 40000
-    ours = build_meta("adaptive_transformer_wmt_en_de_define", vocab)
-    fairseq_base = build_meta("transformer_wmt_en_de", vocab, "--share-all-embeddings")
+    ours = build_translation("adaptive_transformer_wmt_en_de_define", vocab=vocab).model
+    fairseq_base = build_translation("transformer_wmt_en_de", ["--share-all-embeddings"], vocab=vocab).model
     block = ours.encoder.embed_tokens.define_parameters()
     assert ours.decoder.embed_tokens is ours.encoder.embed_tokens
     expected = count_parameters(fairseq_base) - vocab * 512 + vocab * 128 + block + 512 * 128
@@ -166,7 +153,7 @@ def test_define_translation_parameter_count():
 ])
 def test_bad_flags_name_the_fix(mt_data, extra, message):
     with pytest.raises(ValueError, match=message):
-        build(mt_data, *extra)
+        build_translation(flags=extra, data=mt_data)
 
 
 def test_share_all_needs_a_joined_dictionary(mt_data, tmp_path):
@@ -178,13 +165,14 @@ def test_share_all_needs_a_joined_dictionary(mt_data, tmp_path):
     lines = (mt_data / "dict.de.txt").read_text().splitlines()
     (data / "dict.de.txt").write_text("\n".join(lines[:-8]) + "\n")  # a different target dictionary
     with pytest.raises(ValueError, match="needs a joined dictionary"):
-        build(data, "--share-all-embeddings")
+        build_translation(flags=["--share-all-embeddings"], data=data)
 
 
+@pytest.mark.cli
 def test_checkpoint_loads_for_generation_without_key_errors(mt_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)["adaptive, tied adaptive softmax"], "--save-dir", ckpt,
-                             "--max-update", "2"])
+    run_cli(train.cli_main, [mt_data, *MT_TRAIN, *kinds(mt_data)["adaptive, tied adaptive softmax"], "--save-dir",
+                             ckpt, "--max-update", "2"])
     models, _ = checkpoint_utils.load_model_ensemble([str(ckpt / "checkpoint_last.pt")],
                                                      arg_overrides={"data": str(mt_data)}, strict=True)
     sm = models[0].decoder.scorer.softmax
@@ -207,14 +195,15 @@ def test_batching_keeps_the_last_partial_batch(multiple):
     assert all(len(b) % multiple == 0 for b in batches[:-1])
 
 
+@pytest.mark.cli
 def test_interactive_translates_raw_text_with_the_sentencepiece_model(mt_data, tmp_path):
     import os
     import subprocess
     import sys
 
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [mt_data, *TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir", ckpt,
-                             "--max-update", "2"])
+    run_cli(train.cli_main, [mt_data, *MT_TRAIN, *kinds(mt_data)["define over adaptive, tied"], "--save-dir",
+                             ckpt, "--max-update", "2"])
     exe = os.path.join(os.path.dirname(sys.executable), "fairseq-interactive")
     done = subprocess.run([exe, str(mt_data), "--user-dir", USER_DIR, "--cpu", "--path", str(ckpt / "checkpoint_last.pt"),
                            "--source-lang", "en", "--target-lang", "de", "--bpe", "sentencepiece",
@@ -231,7 +220,7 @@ def test_every_parameter_gets_a_gradient_when_the_tails_are_empty(mt_data):
         AdaptiveLabelSmoothedCrossEntropyCriterion,
     )
 
-    model, task = build(mt_data, *kinds(mt_data)["adaptive, untied adaptive softmax"])
+    model, task, _ = build_translation(flags=kinds(mt_data)["adaptive, untied adaptive softmax"], data=mt_data)
     head = int(cutoff(mt_data).split(",")[0])
     tokens = torch.randint(4, head, (3, 6))
     target = torch.randint(4, head, (3, 6))
@@ -254,7 +243,7 @@ def test_label_smoothed_step_under_autocast(mt_data, kind):
 
     torch.manual_seed(0)
     no_dropout = ["--dropout", "0", "--define-dropout", "0", "--define-embed-dropout", "0"]
-    model, task = build(mt_data, *kinds(mt_data)[kind], *no_dropout)
+    model, task, _ = build_translation(flags=[*kinds(mt_data)[kind], *no_dropout], data=mt_data)
     vocab = len(task.target_dictionary)
     tokens, target = torch.randint(4, vocab, (3, 7)), torch.randint(4, vocab, (3, 7))
     sample = {"net_input": {"src_tokens": tokens, "src_lengths": torch.full((3,), 7), "prev_output_tokens": tokens},
@@ -280,7 +269,7 @@ def test_report_accuracy_from_features_equals_fairseqs(mt_data, kind):
     )
 
     torch.manual_seed(0)
-    model, task = build(mt_data, *kinds(mt_data)[kind], "--dropout", "0")
+    model, task, _ = build_translation(flags=[*kinds(mt_data)[kind], "--dropout", "0"], data=mt_data)
     vocab = len(task.target_dictionary)
     tokens, target = torch.randint(4, vocab, (3, 7)), torch.randint(4, vocab, (3, 7))
     target[0, -2:] = task.target_dictionary.pad()
@@ -304,8 +293,8 @@ def test_share_all_with_a_redundant_share_decoder_flag_and_a_tied_adaptive_softm
     flags = ["--share-all-embeddings", "--share-decoder-input-output-embed", "--adaptive-input",
              "--encoder-adaptive-input", "--adaptive-input-cutoff", "100,300", "--adaptive-softmax-cutoff", "100,300",
              "--tie-adaptive-weights"]
-    model = build_meta("adaptive_transformer_tiny", 600, *flags)
+    model = build_translation(flags=flags, vocab=600).model
     assert model.decoder.scorer.softmax.head_words is model.encoder.embed_tokens.embedding.embeddings[0][0].weight
     with pytest.raises(ValueError, match=r"^--share-all-embeddings shares an input table that ends at "
                                          r"--decoder-input-dim \(32\): --decoder-output-dim \(16\) must equal it"):
-        build_meta("adaptive_transformer_tiny", 600, "--share-all-embeddings", "--decoder-output-dim", "16")
+        build_translation(flags=["--share-all-embeddings", "--decoder-output-dim", "16"], vocab=600)

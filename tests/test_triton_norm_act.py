@@ -9,7 +9,7 @@ import torch
 from fairseq_adaptive.modules.define import GroupLinear
 from fairseq_adaptive.modules.triton_norm_act import norm_act, reference
 
-from .conftest import compile_for_h100, run_interpreted
+from .helpers import compile_for_h100, run_interpreted
 
 KERNEL_CHECK = textwrap.dedent(
     """
@@ -56,6 +56,7 @@ KERNEL_CHECK = textwrap.dedent(
 )
 
 
+@pytest.mark.cli
 def test_fused_norm_act_equals_layer_norm_then_activation():
     run_interpreted(KERNEL_CHECK)
 

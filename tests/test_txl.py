@@ -7,16 +7,12 @@ import math
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fairseq import options
-from fairseq.data import Dictionary, data_utils
-from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-from fairseq_cli import eval_lm, interactive, train
+from fairseq_cli import interactive, train
 
-from fairseq_adaptive.models.counting import build_on_meta, count_parameters
+from fairseq_adaptive.models.counting import count_parameters
 from fairseq_adaptive.models.txl_lm import TransformerXLLanguageModel
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 from fairseq_adaptive.modules.transformer_xl import (
@@ -24,8 +20,10 @@ from fairseq_adaptive.modules.transformer_xl import (
 )
 from fairseq_adaptive.tasks.bptt_lm import StreamDataset
 
-from .conftest import USER_DIR, run_cli
-from .test_distributed import finish, free_port, weights
+from .helpers import (
+    STREAM_TRAIN, USER_DIR, assert_incremental_equals_full, build_txl, evaluate_streams, finish, free_port,
+    last_weights, run_cli, stream_length,
+)
 
 
 def body(**kw):
@@ -164,8 +162,8 @@ def test_clustered_softmax_tied_to_a_plain_table_with_biases():
 # ----------------------------------------------------------------------------------------------- parameter counts
 def test_txl_wiki103_base_counts():
     # fairseq's examples/truncated_bptt prints 151,123,537 for this model on its 267,744-word dictionary
-    assert count_parameters(build_on_meta("txl_wiki103_base", 267744)) == 151_123_537
-    shared = build_on_meta("txl_wiki103_base", 267735, ["--shared-rel-bias"])
+    assert count_parameters(build_txl("txl_wiki103_base", vocab=267744).model) == 151_123_537
+    shared = build_txl("txl_wiki103_base", ["--shared-rel-bias"], vocab=267735).model
     v, d = 267735, 410
     assert count_parameters(shared) == v * d + v + 3 * d + 3 + 16 * count_layer_parameters(d, 10, 41, 2100) + 2 * d
 
@@ -178,8 +176,9 @@ def test_streams_score_every_token_once(tokens, batch, shards, groups):
     for shard in range(shards):
         ds = StreamDataset(stream, "train", tokens, batch, shard, shards, groups)
         for k in range(len(ds)):
-            _, (split, group, step), segments = ds[k]
-            assert (split, step, group) == ("train", k // groups, k % groups)
+            _, key, segments = ds[k]
+            assert (key.split, key.step, key.group) == ("train", k // groups, k % groups)
+            group = key.group
             for i, (src, tgt) in enumerate(segments):
                 assert torch.equal(tgt[:-1], src[1:]) and len(src) == len(tgt) <= tokens
                 row = (shard * groups + group) * batch + i
@@ -189,9 +188,6 @@ def test_streams_score_every_token_once(tokens, batch, shards, groups):
 
 
 # --------------------------------------------------------------------------------------- fairseq's entry points
-TRAIN = ["--user-dir", USER_DIR, "--task", "bptt_lm", "--criterion", "adaptive_cross_entropy", "--optimizer", "adam",
-         "--lr", "0.003", "--batch-size", "4", "--tokens-per-sample", "16", "--cpu", "--seed", "1", "--num-workers",
-         "0", "--no-progress-bar", "--no-epoch-checkpoints"]
 MODELS = {
     "txl layers": ["--arch", "txl_tiny", "--adaptive-softmax-cutoff",
                    "300,1000", "--adaptive-softmax-factor", "1", "--tie-adaptive-weights"],
@@ -202,27 +198,16 @@ MODELS = {
 }
 
 
-def evaluate(data, ckpt, *extra):
-    """fairseq-eval-lm with the bptt_lm task: its result and the number of tokens it scored."""
-    args = options.parse_args_and_arch(options.get_eval_lm_parser(), [
-        str(data), "--task", "bptt_lm", "--user-dir", USER_DIR, "--path", str(ckpt), "--cpu", "--gen-subset", "test",
-        "--batch-size", "2", "--tokens-per-sample", "8", "--num-workers", "0", *extra])
-    return eval_lm.main(convert_namespace_to_omegaconf(args))
-
-
-def stream_length(data, split):
-    dataset = data_utils.load_indexed_dataset(str(data / split), Dictionary.load(str(data / "dict.txt")))
-    return int(dataset.sizes.sum())  # (the sizes are a view of the dataset's memory map: keep it alive)
-
-
+@pytest.mark.cli
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, caplog):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS[model], "--save-dir", ckpt, "--max-update", "8"])
+    run_cli(train.cli_main, [lm_data, *STREAM_TRAIN, *MODELS[model], "--save-dir", ckpt, "--max-update", "8"])
     last = ckpt / "checkpoint_last.pt"
     caplog.set_level(logging.INFO)
-    with_memory = evaluate(lm_data, last, "--model-overrides", '{"mem_len":24,"clamp_len":16,"same_length":True}')
-    without = evaluate(lm_data, last, "--model-overrides", '{"mem_len":0}')
+    with_memory = evaluate_streams(lm_data, last, "--model-overrides",
+                                   '{"mem_len":24,"clamp_len":16,"same_length":True}')
+    without = evaluate_streams(lm_data, last, "--model-overrides", '{"mem_len":0}')
     counts = [int(r.getMessage().split()[1].replace(",", "")) for r in caplog.records
               if r.getMessage().startswith("Evaluated ")]
     assert counts == [stream_length(lm_data, "test") - 1] * 2  # every token but the first, once
@@ -235,24 +220,10 @@ def test_train_eval_generate(lm_data, tmp_path, model, capsys, monkeypatch, capl
     assert len(hyps[0][2].split()) > 6
 
 
-def assert_incremental_equals_full(hub):
-    """Step by step through ``incremental_state`` (fairseq's generators' route) equals one pass, and two segments of a
-    stream equal one pass over both."""
-    decoder = hub.models[0].decoder
-    tokens = torch.randint(4, len(hub.task.dictionary), (2, 9))
-    full = decoder.get_normalized_probs(decoder(tokens), log_probs=True)
-    state = {}
-    steps = [decoder.get_normalized_probs(decoder(tokens[:, : t + 1], incremental_state=state), log_probs=True)
-             for t in range(9)]
-    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
-    first = decoder(tokens[:, :4], stream=("test", 0, 0))[0]
-    second = decoder(tokens[:, 4:], stream=("test", 0, 1))[0]
-    torch.testing.assert_close(torch.cat([first, second], 1), decoder(tokens)[0], atol=1e-5, rtol=1e-5)
-
-
+@pytest.mark.cli
 def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    run_cli(train.cli_main, [lm_data, *TRAIN, *MODELS["txl layers"], "--save-dir", ckpt, "--max-update", "3"])
+    run_cli(train.cli_main, [lm_data, *STREAM_TRAIN, *MODELS["txl layers"], "--save-dir", ckpt, "--max-update", "3"])
     hub = TransformerXLLanguageModel.from_pretrained(str(ckpt), "checkpoint_last.pt", str(lm_data), user_dir=USER_DIR)
     hub.eval()
     assert_incremental_equals_full(hub)
@@ -263,25 +234,28 @@ def test_incremental_decoding_equals_the_full_pass(lm_data, tmp_path):
     assert sampled.startswith("The President of the United States") and len(sampled.split()) > 6
 
 
+@pytest.mark.cli
 def test_fairseq_truncated_bptt_task_is_refused(lm_data, tmp_path):
     with pytest.raises(ValueError, match="use --task bptt_lm"):
-        run_cli(train.cli_main, [lm_data, *[a if a != "bptt_lm" else "truncated_bptt_lm" for a in TRAIN], "--arch",
-                                 "txl_tiny", "--save-dir", tmp_path, "--max-update", "1"])
+        run_cli(train.cli_main, [lm_data, *[a if a != "bptt_lm" else "truncated_bptt_lm" for a in STREAM_TRAIN],
+                                 "--arch", "txl_tiny", "--save-dir", tmp_path, "--max-update", "1"])
 
 
+@pytest.mark.cli
 def test_plain_table_tie_needs_factor_1(lm_data, tmp_path):
     flags = [a if a != "1" else "4" for a in MODELS["txl layers"]]
     with pytest.raises(ValueError, match="--adaptive-softmax-factor 1"):
-        run_cli(train.cli_main, [lm_data, *TRAIN, *flags, "--save-dir", tmp_path, "--max-update", "1"])
+        run_cli(train.cli_main, [lm_data, *STREAM_TRAIN, *flags, "--save-dir", tmp_path, "--max-update", "1"])
 
 
 # ------------------------------------------------------------------------------- data parallel, accumulation, resume
 def train_process(data, save_dir, *extra):
-    cmd = [sys.executable, "-m", "fairseq_cli.train", str(data), *TRAIN, *MODELS["txl layers"], "--optimizer", "sgd",
-           "--lr", "0.5", "--disable-validation", "--save-dir", str(save_dir), *extra]
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(data), *STREAM_TRAIN, *MODELS["txl layers"], "--optimizer",
+           "sgd", "--lr", "0.5", "--disable-validation", "--save-dir", str(save_dir), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.cli
 def test_two_gloo_processes_equal_update_freq_2_with_memory(lm_data, tmp_path):
     """Three updates, so the memory of each stream group is carried twice: one memory per micro-batch of an update
     on one process must equal one memory per process."""
@@ -293,21 +267,22 @@ def test_two_gloo_processes_equal_update_freq_2_with_memory(lm_data, tmp_path):
         finish(p)
     finish(train_process(lm_data, tmp_path / "accumulated", "--max-update", "3", "--update-freq", "2"))
     finish(train_process(lm_data, tmp_path / "one", "--max-update", "3"))
-    multi, accumulated, one = (weights(tmp_path / d) for d in ("rank0", "accumulated", "one"))
+    multi, accumulated, one = (last_weights(tmp_path / d) for d in ("rank0", "accumulated", "one"))
     for name, w in multi.items():
         torch.testing.assert_close(w, accumulated[name], atol=1e-6, rtol=1e-5, msg=name)
     assert max((multi[k] - one[k]).abs().max().item() for k in multi) > 1e-3  # the comparison can fail
 
 
+@pytest.mark.cli
 def test_resume_continues_the_stream(lm_data, tmp_path):
     """Stopped at update 3 and resumed to 6, training reads the segments an uninterrupted run reads (equal weights at
     --mem-len 0; the memory itself is not saved, so with a memory the first resumed segment sees none)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     finish(train_process(lm_data, straight, "--max-update", "6", "--mem-len", "0"))
     finish(train_process(lm_data, resumed, "--max-update", "3", "--mem-len", "0"))
-    halfway = weights(resumed)
+    halfway = last_weights(resumed)
     finish(train_process(lm_data, resumed, "--max-update", "6", "--mem-len", "0"))
-    a, b = weights(straight), weights(resumed)
+    a, b = last_weights(straight), last_weights(resumed)
     for name, w in a.items():
         torch.testing.assert_close(w, b[name], atol=1e-6, rtol=1e-5, msg=name)
     assert max((a[k] - halfway[k]).abs().max().item() for k in a) > 1e-3

@@ -17,6 +17,8 @@ from fairseq import metrics
 from fairseq.criterions import register_criterion
 from fairseq.criterions.cross_entropy import CrossEntropyCriterion, CrossEntropyCriterionConfig
 
+from ..models.lm_base import ACTIVATIONS
+
 _CLUSTER_KEY = re.compile(r"^cluster(\d+)_ntokens$")
 
 
@@ -24,8 +26,8 @@ def scorer_of(model, criterion: str):
     """The decoder's :class:`Scorer` (every model of this package has one)."""
     scorer = getattr(getattr(model, "decoder", None), "scorer", None)
     if scorer is None:
-        raise ValueError(f"--criterion {criterion} scores through the output layer of this package's models "
-                         f"(--arch adaptive_lm*, adaptive_transformer*); {type(model).__name__} has none: use "
+        raise ValueError(f"--criterion {criterion} scores through the output layer of this package's models (every "
+                         f"--arch that --user-dir fairseq_adaptive registers); {type(model).__name__} has none: use "
                          f"fairseq's cross_entropy / label_smoothed_cross_entropy with it")
     return scorer
 
@@ -42,25 +44,28 @@ class AdaptiveCrossEntropyConfig(CrossEntropyCriterionConfig):
         default=False, metadata={"help": "do not log the per-cluster loss_c{i} / frac_c{i} (shorter progress lines)"}
     )
     ar_alpha: float = field(
-        default=0.0, metadata={"help": "AWD-LSTM's activation regularisation: alpha x mean square of the LSTM's "
-                                       "output after its dropout (--arch lstm_*; AWD-LSTM: 2)"}
+        default=0.0, metadata={"help": "activation regularisation (Merity et al. 2018): alpha x mean square of the "
+                                       "body's output after its dropout, for models whose body hands its "
+                                       "activations over (docs/design.md; Merity et al.: 2)"}
     )
     tar_beta: float = field(
-        default=0.0, metadata={"help": "AWD-LSTM's temporal activation regularisation: beta x mean square of the "
-                                       "change of the last layer's output from step to step (--arch lstm_*; "
-                                       "AWD-LSTM: 1)"}
+        default=0.0, metadata={"help": "temporal activation regularisation (Merity et al. 2018): beta x mean square "
+                                       "of the change of the body's output from step to step, for models whose "
+                                       "body hands its activations over (docs/design.md; Merity et al.: 1)"}
     )
 
 
 def activation_penalties(extra: dict, keep: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
-    """AWD-LSTM's AR and TAR (Merity et al. 2018, Sec. 4.6) over the positions ``keep`` (``B x T``, not padding):
-    ``alpha mean(h_drop^2) + beta mean((h_t - h_{t-1})^2)``, means over every element (positions x units), ``h_drop``
-    the LSTM's output after its dropout, ``h`` the last layer's output before it."""
-    if "lstm_output" not in extra:
-        raise ValueError("--ar-alpha / --tar-beta regularise an LSTM's outputs: they need an LSTM model "
-                         "(--arch lstm_*)")
+    """AR and TAR (Merity et al. 2018, https://arxiv.org/abs/1708.02182, Sec. 4.6) over the positions ``keep``
+    (``B x T``, not padding): ``alpha mean(h_drop^2) + beta mean((h_t - h_{t-1})^2)``, means over every element
+    (positions x units), on the :class:`RegularizedActivations` a body hands over in its extra output (``h_drop``:
+    ``dropped``, ``h``: ``raw``)."""
+    activations = extra.get(ACTIVATIONS)
+    if activations is None:
+        raise ValueError("--ar-alpha / --tar-beta regularise the activations a model's body hands to the criterion, "
+                         "and this model's body hands none (docs/design.md lists the bodies that do): drop them")
     # in fp32: under --fp16 the element count alone (tokens x units) is past half precision's range
-    out, raw = extra["lstm_output"].float(), extra["lstm_raw"].float()
+    out, raw = activations.dropped.float(), activations.raw.float()
     mask = keep.unsqueeze(-1).float()
     units = out.size(-1)
     penalty = alpha * (out.pow(2) * mask).sum() / (mask.sum() * units).clamp(min=1)
@@ -90,7 +95,7 @@ class AdaptiveCrossEntropyCriterion(CrossEntropyCriterion):
             "sample_size": sample_size,
         }
         if (self.ar_alpha or self.tar_beta) and model.training:
-            # added to the summed loss times the sample size, so the step's gradient is AWD-LSTM's mean-loss one
+            # added to the summed loss times the sample size, so the step's gradient is that of Merity et al.'s mean loss
             penalty = activation_penalties(net_output[1], target != self.padding_idx, self.ar_alpha, self.tar_beta)
             loss = loss + penalty * sample_size
             logging_output["activation_penalty"] = penalty.data * sample_size

@@ -21,14 +21,16 @@ from fairseq.models.transformer import TransformerModel, base_architecture
 from .. import fairseq_fixes
 from ..modules.vocab_layers import build_embedder
 from ..checks import check_dictionary, check_hub_paths, data_of, guard_task, task_setting
-from .config import FastPathConfig, TranslationDefineConfig, fill_dataclass_defaults, keep_widths_unset
+from .config import FastPathConfig, TranslationDefineConfig, dictionary_record, fill_dataclass_defaults
+from .config import keep_widths_unset
 from .config import set_defaults as _set
 from .transformer_body import AdaptiveDecoder, AdaptiveEncoder
 from .vocab_flags import DEFINE_DEFAULTS, MT_DECODER, MT_ENCODER, check_one_input_layer, describe
 
 
 @dataclass
-class AdaptiveTransformerConfig(TranslationDefineConfig, FastPathConfig):
+class AdaptiveTransformerConfig(TranslationDefineConfig, FastPathConfig, dictionary_record("source_"),
+                                dictionary_record("target_")):
     """Our flags on top of fairseq's ``transformer`` ones (``--adaptive-input`` is fairseq's flag for the decoder)."""
 
     encoder_adaptive_input: bool = field(default=False, metadata={"help": "adaptive input on the encoder side"})
@@ -41,24 +43,6 @@ class AdaptiveTransformerConfig(TranslationDefineConfig, FastPathConfig):
         default=None, metadata={"help": "band boundaries of the encoder's adaptive input (source dictionary)"}
     )
     adaptive_input_factor: float = field(default=4, metadata={"help": "adaptive input: width shrink per band"})
-    source_dictionary_size: Optional[int] = field(
-        default=None, metadata={"help": "set when the model is first built: the source dictionary's size"}
-    )
-    source_dictionary_fingerprint: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the source dictionary's words, hashed"}
-    )
-    source_dictionary_file: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the source dictionary's file"}
-    )
-    target_dictionary_size: Optional[int] = field(
-        default=None, metadata={"help": "set when the model is first built: the target dictionary's size"}
-    )
-    target_dictionary_fingerprint: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the target dictionary's words, hashed"}
-    )
-    target_dictionary_file: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the target dictionary's file"}
-    )
 
 
 @register_model("adaptive_transformer")

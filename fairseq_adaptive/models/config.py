@@ -6,13 +6,14 @@ those layers: filling architecture defaults.
 """
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
 from omegaconf import DictConfig, open_dict
 
+from ..checks import DICTIONARY_RECORD
 from ..modules.define import ACTIVATIONS, CONNECTIONS, TRANSFORMS
 from .vocab_flags import DEFINE_DEFAULTS
 
@@ -150,20 +151,17 @@ class FastPathConfig:
     )
 
 
-@dataclass
-class DictionaryRecordConfig:
-    """What a language model records of its dictionary when first built (``checks.check_dictionary``)."""
+def dictionary_record(prefix: str = "") -> type:
+    """The config fields in which a model records a dictionary when first built (``checks.check_dictionary``):
+    ``{prefix}dictionary_size``, ``_fingerprint`` and ``_file``."""
+    what = f"the {prefix.rstrip('_') + ' ' if prefix else ''}dictionary's"
+    fields_ = [(f"{prefix}dictionary_{name}", kind,
+                field(default=None, metadata={"help": f"set when the model is first built: {what} {help_}"}))
+               for name, (kind, help_) in DICTIONARY_RECORD.items()]
+    return make_dataclass(f"{prefix.title().replace('_', '')}DictionaryRecordConfig", fields_)
 
-    dictionary_size: Optional[int] = field(
-        default=None,
-        metadata={"help": "set when the model is first built: its dictionary's size, checked when a checkpoint loads"},
-    )
-    dictionary_fingerprint: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: its dictionary's words, hashed"}
-    )
-    dictionary_file: Optional[str] = field(
-        default=None, metadata={"help": "set when the model is first built: the dictionary file it was built with"}
-    )
+
+DictionaryRecordConfig = dictionary_record()  # a language model's one dictionary
 
 
 @dataclass

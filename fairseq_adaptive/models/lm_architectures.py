@@ -11,6 +11,7 @@ from fairseq.models import register_model_architecture
 from fairseq.models.transformer_lm import TransformerLanguageModelConfig, base_lm_architecture
 
 from .adaptive_lm import AdaptiveLMConfig
+from .arch_helpers import ADAPTIVE_WIKI103_CUTOFF, TXL_WIKI103_CUTOFF, tie_adaptive, tie_full_softmax, tiny_define
 from .config import fill_dataclass_defaults, keep_widths_unset
 from .config import set_defaults as _set
 from .vocab_flags import AUTO
@@ -23,20 +24,6 @@ def _base(args) -> None:
     keep_widths_unset(base_lm_architecture, args)
 
 
-def _tied_adaptive(args, cutoff: str, factor: float, tie_proj: bool = True) -> None:
-    """Adaptive input and an adaptive softmax with the same bands, the softmax tied to the input (ADP-T)."""
-    _set(
-        args,
-        adaptive_input=True,
-        adaptive_input_cutoff=cutoff,
-        adaptive_input_factor=factor,
-        adaptive_softmax_cutoff=cutoff,
-        adaptive_softmax_factor=factor,
-        tie_adaptive_weights=True,
-        tie_adaptive_proj=tie_proj,
-    )
-
-
 def _tiny_body(args):
     _set(args, decoder_layers=2, decoder_embed_dim=32, decoder_ffn_embed_dim=64, decoder_attention_heads=2, dropout=0.0)
 
@@ -45,7 +32,7 @@ def _tiny_body(args):
 def adaptive_lm_tiny(args):
     """A few-thousand-parameter body for tests and CPU demos; cutoffs derived from the dictionary."""
     _tiny_body(args)
-    _tied_adaptive(args, AUTO, 2)
+    tie_adaptive(args, AUTO, 2)
     _base(args)
 
 
@@ -66,7 +53,7 @@ def _wiki103_body(args):
 
 def _wiki103_adaptive_softmax(args):
     """Bands of 20K / 40K / rest, shrinking by a factor of 4, tail dropout 0.2 (Section 4.3 of the paper)."""
-    _set(args, adaptive_softmax_cutoff="20000,60000", adaptive_softmax_factor=4, adaptive_softmax_dropout=0.2)
+    _set(args, adaptive_softmax_cutoff=ADAPTIVE_WIKI103_CUTOFF, adaptive_softmax_factor=4, adaptive_softmax_dropout=0.2)
 
 
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm")
@@ -80,7 +67,7 @@ def adaptive_lm_wiki103_sm(args):
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_sm_t")
 def adaptive_lm_wiki103_sm_t(args):
     """SM-T: SM with the input embedding and the softmax weights tied (339.7M)."""
-    _set(args, share_decoder_input_output_embed=True)
+    tie_full_softmax(args)
     adaptive_lm_wiki103_sm(args)
 
 
@@ -96,7 +83,7 @@ def adaptive_lm_wiki103_bpe(args):
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103_bpe_t")
 def adaptive_lm_wiki103_bpe_t(args):
     """BPE-T: BPE with the input embedding and the softmax weights tied (235.7M)."""
-    _set(args, share_decoder_input_output_embed=True)
+    tie_full_softmax(args)
     adaptive_lm_wiki103_bpe(args)
 
 
@@ -126,7 +113,7 @@ def adaptive_lm_wiki103_adp(args):
     """ADP: adaptive input and adaptive softmax with the same bands, nothing shared (291.3M)."""
     _wiki103_body(args)
     _wiki103_adaptive_softmax(args)
-    _set(args, adaptive_input=True, adaptive_input_cutoff="20000,60000", adaptive_input_factor=4)
+    _set(args, adaptive_input=True, adaptive_input_cutoff=ADAPTIVE_WIKI103_CUTOFF, adaptive_input_factor=4)
     _base(args)
 
 
@@ -134,7 +121,7 @@ def adaptive_lm_wiki103_adp(args):
 @register_model_architecture("adaptive_lm", "adaptive_lm_wiki103")
 def adaptive_lm_wiki103_adp_t(args):
     """ADP-T, the paper's WikiText-103 model: embeddings and all but the head projection shared (246.9M)."""
-    _set(args, tie_adaptive_weights=True, tie_adaptive_proj=True)
+    tie_adaptive(args, ADAPTIVE_WIKI103_CUTOFF, 4)
     adaptive_lm_wiki103_adp(args)
 
 
@@ -155,7 +142,7 @@ def adaptive_lm_gbw_adp_t(args):
         attention_dropout=0.1,
         no_decoder_final_norm=True,
     )
-    _tied_adaptive(args, "60000,160000", 4, tie_proj=False)
+    tie_adaptive(args, "60000,160000", 4, tie_proj=False)
     _base(args)
 
 
@@ -163,25 +150,17 @@ def adaptive_lm_gbw_adp_t(args):
 @register_model_architecture("adaptive_lm", "adaptive_lm_define_tiny")
 def adaptive_lm_define_tiny(args):
     """The tiny body with DeFINE over an adaptive input (n=16 -> k=64 -> m=32), tied softmax at n; tests, demos."""
-    _tiny_define(args)
+    tiny_define(args)
     adaptive_lm_tiny(args)
-
-
-def _tiny_define(args):
-    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4)
 
 
 @register_model_architecture("adaptive_lm", "adaptive_lm_define_std_tiny")
 def adaptive_lm_define_std_tiny(args):
     """The tiny body with DeFINE over a plain 16-d embedding and a full softmax tied to it (through m -> n)."""
     _tiny_body(args)
-    _tiny_define(args)
-    _set(args, share_decoder_input_output_embed=True)
+    tiny_define(args)
+    tie_full_softmax(args)
     _base(args)
-
-
-# Transformer-XL's WikiText-103 input bands (Dai et al. 2019), which DeFINE's experiments keep
-TXL_WIKI103_CUTOFF = "20000,40000,200000"
 
 
 def _define_wiki103(args, define_dim: int, adaptive: bool, layers: int = 3, expand_dim: int = 4096):
@@ -204,9 +183,9 @@ def _define_wiki103(args, define_dim: int, adaptive: bool, layers: int = 3, expa
         define_expand_dim=expand_dim,
     )
     if adaptive:
-        _tied_adaptive(args, TXL_WIKI103_CUTOFF, 4)
+        tie_adaptive(args, TXL_WIKI103_CUTOFF, 4)
     else:
-        _set(args, share_decoder_input_output_embed=True)
+        tie_full_softmax(args)
     _base(args)
 
 

@@ -9,6 +9,7 @@
 
 from fairseq.models import register_model_architecture
 
+from .arch_helpers import TXL_WIKI103_CUTOFF, tie_adaptive, tie_full_softmax, tiny_define
 from .config import fill_dataclass_defaults
 from .config import set_defaults as _set
 from .lstm_lm import LSTMLanguageModelConfig
@@ -20,19 +21,12 @@ def _base(args) -> None:
     fill_dataclass_defaults(args, LSTMLanguageModelConfig)
 
 
-def _tied_full_softmax(args) -> None:
-    """Unless softmax clusters are given: a full softmax tied to the table, with a bias per word (AWD-LSTM's
-    decoder)."""
-    if not getattr(args, "adaptive_softmax_cutoff", None):
-        _set(args, share_decoder_input_output_embed=True, output_bias=True)
-
-
 @register_model_architecture("adaptive_lstm_lm", "lstm_awd_ptb")
 def lstm_awd_ptb(args):
     """AWD-LSTM, Penn Treebank (24M parameters at its 10,000 words)."""
     _set(args, decoder_embed_dim=400, decoder_hidden_dim=1150, decoder_layers=3, dropout=0.4, input_dropout=0.4,
          hidden_dropout=0.25, word_dropout=0.1, weight_drop=0.5)
-    _tied_full_softmax(args)
+    tie_full_softmax(args, word_bias=True, unless_clustered=True)
     _base(args)
 
 
@@ -53,7 +47,7 @@ def _tiny(args):
 def lstm_tiny(args):
     """A tiny LSTM for tests and CPU demos (regularisers off; set them with their flags)."""
     _tiny(args)
-    _tied_full_softmax(args)
+    tie_full_softmax(args, word_bias=True, unless_clustered=True)
     _base(args)
 
 
@@ -61,13 +55,9 @@ def lstm_tiny(args):
 def lstm_define_tiny(args):
     """``lstm_tiny`` with DeFINE (n=16, k=64, N=3) over its table."""
     _tiny(args)
-    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4)
-    _tied_full_softmax(args)
+    tiny_define(args)
+    tie_full_softmax(args, word_bias=True, unless_clustered=True)
     _base(args)
-
-
-# Transformer-XL's WikiText-103 bands, which DeFINE's LSTM experiments keep (adaptive input and softmax, factor 4)
-WIKI103_CUTOFF = "20000,40000,200000"
 
 
 def _wiki103(args, m: int, adaptive: bool, define_layers: int = 0) -> None:
@@ -78,13 +68,12 @@ def _wiki103(args, m: int, adaptive: bool, define_layers: int = 0) -> None:
     _set(args, decoder_embed_dim=m, decoder_hidden_dim=1024, decoder_layers=4, dropout=0.2, input_dropout=0.2,
          hidden_dropout=0.2, word_dropout=0.0, weight_drop=0.2)
     if adaptive:
-        _set(args, adaptive_input=True, adaptive_input_cutoff=WIKI103_CUTOFF, adaptive_softmax_cutoff=WIKI103_CUTOFF,
-             adaptive_input_factor=4, adaptive_softmax_factor=4, tie_adaptive_weights=True, tie_adaptive_proj=True)
+        tie_adaptive(args, TXL_WIKI103_CUTOFF, 4)  # DeFINE's LSTMs: Transformer-XL's bands, factor 4
     if define_layers:
         # k = 1024 as in the paper's ablations (Sec. 4.3: N=7, n=384, k=1024, m=384, which is R4); for R3 and R5
         # the paper does not give k: we keep 1024
         _set(args, define_dim=m, define_layers=define_layers, define_expand_dim=1024)
-    _tied_full_softmax(args)
+    tie_full_softmax(args, word_bias=True, unless_clustered=True)
     _base(args)
 
 

@@ -4,9 +4,9 @@ softmax, DeFINE over either (Mehta et al. 2020, https://arxiv.org/abs/1911.12385
 softmax with a bias per word (AWD-LSTM's decoder).
 
 The hidden state runs on from segment to segment with ``--task bptt_lm`` (one state per stream group, detached,
-started afresh at each epoch, validation and evaluation; ``stream_decoder.py``) and from step to step in generation.
-AR and TAR are the criterion's (``--ar-alpha``, ``--tar-beta`` of ``adaptive_cross_entropy``), on the outputs the
-decoder returns in its extra output (``lstm_output``, ``lstm_raw``).
+started afresh at each epoch, validation and evaluation; ``lm_base.StreamDecoder``) and from step to step in
+generation. AR and TAR are the criterion's (``--ar-alpha``, ``--tar-beta`` of ``adaptive_cross_entropy``), on the
+outputs the decoder hands over in its extra output (``lm_base.RegularizedActivations``).
 """
 
 from dataclasses import dataclass, field
@@ -16,9 +16,8 @@ from fairseq.utils import safe_getattr
 
 from ..modules.lstm import LSTMStack, detach_state, word_dropout
 from ..modules.vocab_layers import Embedder, OutputSpec, build_scorer
-from .adaptive_lm import CheckedHub
 from .config import DictionaryRecordConfig, LanguageModelDefineConfig, VocabularyConfig
-from .stream_decoder import StreamDecoder, vocabulary_layers
+from .lm_base import ACTIVATIONS, LanguageModelBase, RegularizedActivations, StreamDecoder
 from .vocab_flags import fraction
 
 
@@ -61,14 +60,20 @@ class LSTMDecoder(StreamDecoder):
         pairs = None if state is None else list(zip(state[0::2], state[1::2]))
         out, new_state, raw = self.body(x, pairs)
         flat = [t for h, c in detach_state(new_state) for t in (h, c)]
-        return out, {"attn": [None], "inner_states": None, "lstm_output": out, "lstm_raw": raw}, flat
+        return out, {"attn": [None], "inner_states": None, ACTIVATIONS: RegularizedActivations(out, raw)}, flat
 
 
 @register_model("adaptive_lstm_lm", dataclass=LSTMLanguageModelConfig)
-class LSTMLanguageModel(CheckedHub, FairseqLanguageModel):
+class LSTMLanguageModel(LanguageModelBase, FairseqLanguageModel):
     """LSTM language model; see the module docstring."""
 
+    streams = True
+    wide_input = True  # the first LSTM layer reads any width (DeFINE without its reduction)
+
     @classmethod
-    def build_model(cls, args, task):
-        layers, embedder = vocabulary_layers(args, task, "the LSTM's hidden state", wide_input=True)
+    def carried_state(cls, args):
+        return "the LSTM's hidden state"
+
+    @classmethod
+    def build_body(cls, args, task, layers, embedder):
         return cls(LSTMDecoder(args, task.target_dictionary, embedder, layers.output))

@@ -5,7 +5,8 @@ fairseq's own classes build their input projection, embedding scale, output proj
 the embedder and scorer own all of those, so fairseq is handed a view of the flags in which the vocabulary layers are
 plain (model-width input and output, no adaptive softmax, no tying) and builds only the body. The decoder's output
 (``features_only`` or not) is the scorer's input: features of the model width, as fairseq's decoders return them
-with an adaptive softmax; ``get_normalized_probs`` turns them into log-probabilities through the scorer.
+with an adaptive softmax; ``get_normalized_probs`` turns them into log-probabilities through the scorer
+(``Scorer.normalized_probs``).
 """
 
 import argparse
@@ -16,7 +17,7 @@ from fairseq.models.transformer import TransformerConfig, TransformerDecoder, Tr
 from fairseq.utils import safe_getattr
 from omegaconf import DictConfig, open_dict
 
-from ..modules.vocab_layers import Embedder, OutputSpec, Scorer, build_scorer, upgrade_state_dict
+from ..modules.vocab_layers import Embedder, OutputSpec, build_scorer, upgrade_state_dict
 from .causal_attention import build_causal_decoder_layer
 
 
@@ -30,20 +31,6 @@ def body_view(args, model_dim: int):
         for name, value in plain.items():
             setattr(view, name, value)
     return view
-
-
-def normalized_probs(scorer: Scorer, net_output, log_probs: bool, sample=None):
-    """``B x T x V`` (log-)probabilities from a decoder's features (``net_output[0]``), for every body's
-    ``get_normalized_probs``. With a ``sample`` holding targets (fairseq's scorers: eval-lm, ``--score-reference``, the
-    hub's ``score``) only the targets' entries are meaningful, as with fairseq's adaptive softmax: they alone are
-    computed, block by block, and returned as a stride-0 view that the scorers' ``gather`` reads."""
-    target = None if sample is None else sample.get("target")
-    if target is not None:
-        scores = scorer.target_log_prob(net_output[0], target)
-        scores = scores if log_probs else scores.exp()
-        return scores.unsqueeze(-1).expand(*scores.shape, scorer.vocab_size)
-    scores = scorer.log_probs(net_output[0])
-    return scores if log_probs else scores.exp()
 
 
 class AdaptiveEncoder(TransformerEncoder):
@@ -88,7 +75,7 @@ class AdaptiveDecoder(TransformerDecoder):
         return features
 
     def get_normalized_probs(self, net_output, log_probs, sample=None):
-        return normalized_probs(self.scorer, net_output, log_probs, sample)
+        return self.scorer.normalized_probs(net_output[0], log_probs, sample)
 
     def upgrade_state_dict_named(self, state_dict, name):
         upgrade_state_dict(state_dict, name, scorer=True)

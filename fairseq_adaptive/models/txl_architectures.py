@@ -12,22 +12,14 @@
 
 from fairseq.models import register_model_architecture
 
+from .arch_helpers import TXL_WIKI103_CUTOFF, tie_clusters_to_table, tie_full_softmax, tiny_define
 from .config import fill_dataclass_defaults
 from .config import set_defaults as _set
 from .txl_lm import TransformerXLConfig
 
-# Transformer-XL's WikiText-103 clusters (Dai et al. 2019), which DeFINE's experiments keep
-TXL_WIKI103_CUTOFF = "20000,40000,200000"
-
 
 def _base(args) -> None:
     fill_dataclass_defaults(args, TransformerXLConfig)
-
-
-def _txl_layers(args, cutoff: str) -> None:
-    """Transformer-XL's own vocabulary layers (``div_val`` 1): a clustered softmax whose clusters score at the
-    table's width, its words tied to the table, a bias per output word."""
-    _set(args, adaptive_softmax_cutoff=cutoff, adaptive_softmax_factor=1, tie_adaptive_weights=True, output_bias=True)
 
 
 @register_model_architecture("txl_lm", "txl_wiki103_base")
@@ -36,7 +28,7 @@ def txl_wiki103_base(args):
     per layer, as fairseq's example counts it); ``--shared-rel-bias`` gives the original PyTorch code's layout."""
     _set(args, decoder_embed_dim=410, decoder_layers=16, decoder_attention_heads=10, decoder_attention_head_dim=41,
          decoder_ffn_embed_dim=2100, dropout=0.1, attention_dropout=0.0, mem_len=150)
-    _txl_layers(args, TXL_WIKI103_CUTOFF)
+    tie_clusters_to_table(args, TXL_WIKI103_CUTOFF)
     _base(args)
 
 
@@ -49,7 +41,7 @@ def _define_table2(args, n: int, define: bool) -> None:
         _set(args, define_dim=n, define_layers=3, define_expand_dim=4096)
     else:
         _set(args, decoder_input_dim=n)
-    _txl_layers(args, TXL_WIKI103_CUTOFF)
+    tie_clusters_to_table(args, TXL_WIKI103_CUTOFF)
     _base(args)
 
 
@@ -108,8 +100,7 @@ def _tiny_body(args):
 
 def _tiny_output(args):
     """A full softmax tied to the table unless softmax clusters are given, with output biases."""
-    if not getattr(args, "adaptive_softmax_cutoff", None):
-        _set(args, share_decoder_input_output_embed=True)
+    tie_full_softmax(args, unless_clustered=True)
     _set(args, output_bias=True)
 
 
@@ -125,6 +116,6 @@ def txl_tiny(args):
 def txl_define_tiny(args):
     """``txl_tiny`` with DeFINE (n=16, k=64, N=3) over its table."""
     _tiny_body(args)
-    _set(args, define_dim=16, define_expand_dim=64, define_layers=3, define_max_groups=4)
+    tiny_define(args)
     _tiny_output(args)
     _base(args)

@@ -6,7 +6,7 @@ width, a bias per output word), an adaptive input with a factor and its tied ada
 a full softmax. The architectures (``txl_architectures.py``) include DeFINE's Table 2 (Mehta et al. 2020,
 https://arxiv.org/abs/1911.12385).
 
-Memory (``stream_decoder.py``): with ``--task bptt_lm`` one memory per stream group, the last ``--mem-len`` inputs of
+Memory (``lm_base.StreamDecoder``): with ``--task bptt_lm`` one memory per stream group, the last ``--mem-len`` inputs of
 every layer, detached, started afresh at each epoch, validation and evaluation and not saved in checkpoints; in
 generation every position seen so far, so incremental decoding equals a full pass over the sequence.
 """
@@ -19,9 +19,8 @@ from fairseq.utils import safe_getattr
 
 from ..modules.transformer_xl import TransformerXL, next_memory
 from ..modules.vocab_layers import Embedder, OutputSpec, build_scorer
-from .adaptive_lm import CheckedHub
 from .config import DictionaryRecordConfig, LanguageModelDefineConfig, VocabularyConfig
-from .stream_decoder import StreamDecoder, vocabulary_layers
+from .lm_base import LanguageModelBase, StreamDecoder
 
 @dataclass
 class TransformerXLConfig(VocabularyConfig, LanguageModelDefineConfig, DictionaryRecordConfig):
@@ -50,7 +49,7 @@ class TransformerXLConfig(VocabularyConfig, LanguageModelDefineConfig, Dictionar
 
 class TransformerXLDecoder(StreamDecoder):
     """Embedder -> :class:`TransformerXL` -> features (``B x T x m``), scored by ``self.scorer``; its state is the
-    memory (``stream_decoder.py``)."""
+    memory (``lm_base.StreamDecoder``)."""
 
     def __init__(self, cfg, dictionary, embedder: Embedder, output: OutputSpec):
         super().__init__(dictionary, embedder, safe_getattr(cfg, "max_target_positions", None))
@@ -74,10 +73,15 @@ class TransformerXLDecoder(StreamDecoder):
 
 
 @register_model("txl_lm", dataclass=TransformerXLConfig)
-class TransformerXLLanguageModel(CheckedHub, FairseqLanguageModel):
+class TransformerXLLanguageModel(LanguageModelBase, FairseqLanguageModel):
     """Transformer-XL language model; see the module docstring."""
 
+    streams = True
+
     @classmethod
-    def build_model(cls, args, task):
-        layers, embedder = vocabulary_layers(args, task, "Transformer-XL's memory" if args.mem_len > 0 else None)
+    def carried_state(cls, args):
+        return "Transformer-XL's memory" if args.mem_len > 0 else None
+
+    @classmethod
+    def build_body(cls, args, task, layers, embedder):
         return cls(TransformerXLDecoder(args, task.target_dictionary, embedder, layers.output))

@@ -162,6 +162,7 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
     ``auto_cutoffs`` derives the cutoffs given as ``auto`` (our language-modelling task passes one; elsewhere ``auto``
     is refused with the fix). ``wide_input``: the body reads an input wider than its model width (the LSTM), which
     DeFINE without its reduction gives."""
+    check_removed_flags(args)
     vocab = len(dictionary)
     model_dim = _get(args, side.model_dim)
     raw_define = _get(args, side.define_dim)
@@ -246,21 +247,50 @@ def check_one_input_layer(args, src_dict, tgt_dict) -> None:
                          f"({args.encoder_embed_dim}): drop --decoder-input-dim ({args.decoder_input_dim})")
 
 
+def check_removed_flags(args) -> None:
+    """Flags still accepted (``models/config.py``) so that an old command fails with the fix, not silently."""
+    chunk = _get(args, "adaptive_softmax_chunk") or 0
+    if chunk > 0:
+        raise ValueError(f"--adaptive-softmax-chunk={chunk} was removed: every loss and score now runs block by block "
+                         "through one engine, which bounds memory without it; drop the flag")
+
+
+@dataclass(frozen=True)
+class _OutputFlags:
+    """The output layer's flags, read and checked among themselves."""
+
+    cutoff: Optional[List[int]]
+    factor: float
+    dropout: float
+    tie_weights: bool  # --tie-adaptive-weights
+    tie_proj: bool  # --tie-adaptive-proj
+    share: bool  # a full softmax shares the input table
+    share_flag: str  # the flag that asks for ``share``, for messages
+
+
 def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cutoffs: AutoCutoffs,
                      derived: List[str]) -> OutputSpec:
-    """The output layer of a side whose input layer is ``tied_to`` (what a tied output shares)."""
-    model_dim = tied_to.model_dim
+    """The output layer of a side whose input layer is ``tied_to`` (what a tied output shares): its flags, what it
+    shares with ``tied_to``, and the width it scores at, each checked in that order."""
+    flags = _read_output_flags(args, vocab, side, auto_cutoffs, derived)
+    tie = _decide_tie(flags, tied_to)
+    width = _output_width(args, flags, tie, tied_to)
+    if flags.tie_weights:
+        _check_tied_clusters(flags, side, tied_to)
+    if tie != TIE_NONE:
+        _check_tied_width(width, flags, side, tied_to)
+    return OutputSpec(vocab, tied_to.model_dim, width, tuple(flags.cutoff) if flags.cutoff else None, flags.factor,
+                      flags.dropout, tie, bool(_get(args, "output_bias", False)))
+
+
+def _read_output_flags(args, vocab: int, side: Side, auto_cutoffs: AutoCutoffs, derived: List[str]) -> _OutputFlags:
+    """The output layer's cutoffs (parsed, or derived where ``auto``), factor, dropout and tying flags."""
     hint = side.cutoff_hint.replace("20000,60000", "20000,60000 as --adaptive-input-cutoff")
     cutoff = read_cutoff(args, "adaptive_softmax_cutoff", hint, auto_cutoffs, derived)
     tie_weights = bool(_get(args, "tie_adaptive_weights", False))
     tie_proj = bool(_get(args, "tie_adaptive_proj", False))
     share = bool(_get(args, "share_decoder_input_output_embed", False))
     share_all = bool(_get(args, "share_all_embeddings", False))
-    if (_get(args, "adaptive_softmax_chunk") or 0) > 0:
-        raise ValueError(
-            f"--adaptive-softmax-chunk={args.adaptive_softmax_chunk} was removed: every loss and score now runs "
-            f"block by block through one engine, which bounds memory without it; drop the flag"
-        )
     dropout = fraction(args, "adaptive_softmax_dropout", 0.0)
     factor = _get(args, "adaptive_softmax_factor", 4.0)
     if tie_proj and not tie_weights:
@@ -272,45 +302,72 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
                              "adaptive softmax use --tie-adaptive-weights instead")
     # a full softmax shares the one input layer of --share-all-embeddings (translation)
     share_flag = "--share-all-embeddings" if share_all else "--share-decoder-input-output-embed"
-    share = cutoff is None and (share or share_all)
-    if share and tied_to.adaptive:
-        raise ValueError(f"{share_flag} ties a full softmax to a plain embedding; with adaptive input add "
+    return _OutputFlags(cutoff, factor, dropout, tie_weights, tie_proj, cutoff is None and (share or share_all),
+                        share_flag)
+
+
+def _decide_tie(flags: _OutputFlags, tied_to: InputSpec) -> str:
+    """What the output layer shares with the input layer ``tied_to`` (``TIE_NONE``, ``TIE_WEIGHTS``, ``TIE_ALL``),
+    checked against that layer."""
+    if flags.share and tied_to.adaptive:
+        raise ValueError(f"{flags.share_flag} ties a full softmax to a plain embedding; with adaptive input add "
                          f"--adaptive-softmax-cutoff (equal to the input's) and --tie-adaptive-weights")
-    tie = (TIE_ALL if tie_proj else TIE_WEIGHTS) if tie_weights else (TIE_WEIGHTS if share else TIE_NONE)
+    if flags.tie_weights:
+        tie = TIE_ALL if flags.tie_proj else TIE_WEIGHTS
+    else:
+        tie = TIE_WEIGHTS if flags.share else TIE_NONE
     if tie != TIE_NONE and tied_to.char_cnn is not None:
         raise ValueError("--character-embeddings has no word table to tie the output layer to: drop "
                          "--tie-adaptive-weights / --share-decoder-input-output-embed")
-    # a tied output layer scores at the width of what it shares: the plain table's, n under DeFINE (through an m -> n
-    # projection), m for an adaptive input's projections; untied, at the model width unless --decoder-output-dim
-    shared = tied_to.width if tied_to.define is not None or not tied_to.adaptive else tied_to.model_dim
-    width = _get(args, "decoder_output_dim") or (shared if tie != TIE_NONE else model_dim)
-    if cutoff is not None:
-        band_dims(width, factor, len(cutoff) + 1, "--adaptive-softmax-factor")
-    if tie_weights and cutoff is None:
+    return tie
+
+
+def _check_tied_clusters(flags: _OutputFlags, side: Side, tied_to: InputSpec) -> None:
+    """``--tie-adaptive-weights``: the clusters' word rows are the input's, so their bands must be the input's."""
+    cutoff, factor = flags.cutoff, flags.factor
+    if cutoff is None:
         raise ValueError("--tie-adaptive-weights ties the adaptive softmax to the input layer: it needs "
                          "--adaptive-softmax-cutoff")
-    if tie_weights and not tied_to.adaptive:
+    if not tied_to.adaptive:
         # Transformer-XL's clustered softmax (div_val 1): every cluster scores at the plain table's width
         if factor != 1:
             raise ValueError(
                 f"--tie-adaptive-weights without {flag(side.adaptive_input)} ties the clusters' word rows to the plain "
                 f"embedding table (Transformer-XL's layers), so every cluster scores at its width: give "
                 f"--adaptive-softmax-factor 1 (now {factor}), or add {flag(side.adaptive_input)} for bands that shrink")
-        if tie_proj:
+        if flags.tie_proj:
             raise ValueError(f"--tie-adaptive-proj has no projection to tie without {flag(side.adaptive_input)}: "
                              f"drop it")
-    elif tie_weights:
-        if list(cutoff) != list(tied_to.cutoff):
-            raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-cutoff ({','.join(map(str, cutoff))}) "
-                             f"equal to --adaptive-input-cutoff ({','.join(map(str, tied_to.cutoff))})")
-        if tied_to.factor != factor:
-            raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-factor ({factor}) equal to "
-                             f"--adaptive-input-factor ({tied_to.factor})")
-    if tie != TIE_NONE and width != shared:
+        return
+    if list(cutoff) != list(tied_to.cutoff):
+        raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-cutoff ({','.join(map(str, cutoff))}) "
+                         f"equal to --adaptive-input-cutoff ({','.join(map(str, tied_to.cutoff))})")
+    if tied_to.factor != factor:
+        raise ValueError(f"--tie-adaptive-weights needs --adaptive-softmax-factor ({factor}) equal to "
+                         f"--adaptive-input-factor ({tied_to.factor})")
+
+
+def _shared_width(tied_to: InputSpec) -> int:
+    """The width of what a tied output layer shares: the plain table's, n under DeFINE (through an m -> n
+    projection), m for an adaptive input's projections."""
+    return tied_to.width if tied_to.define is not None or not tied_to.adaptive else tied_to.model_dim
+
+
+def _output_width(args, flags: _OutputFlags, tie: str, tied_to: InputSpec) -> int:
+    """The width the softmax scores at (tied: that of what it shares; untied: the model width, unless
+    --decoder-output-dim), checked against its bands."""
+    width = _get(args, "decoder_output_dim") or (_shared_width(tied_to) if tie != TIE_NONE else tied_to.model_dim)
+    if flags.cutoff is not None:
+        band_dims(width, flags.factor, len(flags.cutoff) + 1, "--adaptive-softmax-factor")
+    return width
+
+
+def _check_tied_width(width: int, flags: _OutputFlags, side: Side, tied_to: InputSpec) -> None:
+    """A tied output layer scores at the width of the table it shares."""
+    shared = _shared_width(tied_to)
+    if width != shared:
         source = flag(side.define_dim) if tied_to.define is not None else (
             flag(side.model_dim) if tied_to.adaptive else flag(side.input_dim or side.model_dim))
-        tie_flag = "--tie-adaptive-weights" if tie_weights else share_flag
+        tie_flag = "--tie-adaptive-weights" if flags.tie_weights else flags.share_flag
         raise ValueError(f"{tie_flag} shares an input table that ends at {source} ({shared}): "
                          f"--decoder-output-dim ({width}) must equal it")
-    return OutputSpec(vocab, model_dim, width, tuple(cutoff) if cutoff else None, factor, dropout, tie,
-                      bool(_get(args, "output_bias", False)))

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .adaptive_input import AdaptiveInput, band_dims, check_cutoff
 from .linear_cross_entropy import label_smoothing_weights, linear_cross_entropy
+from .vocabulary_softmax import VocabularySoftmax
 
 
 def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -32,9 +33,16 @@ def _dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return F.dropout(x, p, training) if p > 0 and training else x
 
 
+def _xavier_parameter(*shape: int) -> nn.Parameter:
+    """A new weight this layer owns, Xavier-uniform (fairseq's choice)."""
+    weight = nn.Parameter(torch.empty(*shape))
+    nn.init.xavier_uniform_(weight)
+    return weight
+
+
 class TailCluster(nn.Module):
     """One tail cluster's input: ``x (N x d) -> dropout(P x) (N x d_i)``; its word rows (``words``, ``|band| x d_i``)
-    are read through :meth:`AdaptiveSoftmax.tail_words` (they may be rows of a tied plain table).
+    are read through :meth:`AdaptiveSoftmax.word_rows` (they may be rows of a tied plain table).
 
     ``proj`` is stored as ``d_i x d`` (own), borrowed from an adaptive input as ``d x d_i`` (``proj_transposed``), or
     None (the identity: Transformer-XL's clusters at full width).
@@ -55,11 +63,12 @@ class TailCluster(nn.Module):
         return _dropout(x, self.dropout, self.training)
 
 
-class AdaptiveSoftmax(nn.Module):
+class AdaptiveSoftmax(VocabularySoftmax):
     """Adaptive softmax output layer; see the module docstring for the factorisation.
 
     Shapes: ``input`` is ``... x input_dim``, ``target`` is ``...`` (same leading shape); log-probabilities come
-    back as ``... x vocab_size`` and target-only scores as ``...``.
+    back as ``... x vocab_size`` and target-only scores as ``...``. Band 0 is the head's words, band ``i+1`` the
+    words of tail cluster ``i``.
     """
 
     def __init__(
@@ -91,7 +100,10 @@ class AdaptiveSoftmax(nn.Module):
                                                                                                        input_dim)):
             raise ValueError(f"a clustered softmax tied to a plain table needs factor 1 and a {vocab_size} x "
                              f"{input_dim} table (got factor {factor}, {tuple(table.shape)})")
-
+        self.tied = adaptive_input is not None or table is not None
+        # Every band's word rows and projection are decided (and, where this layer owns them, initialised: Xavier-
+        # uniform, fairseq's choice) here, once; tied ones keep the input's initialisation. Registration and
+        # initialisation follow earlier versions' order, so a seed initialises the layer as it did.
         self.head_proj: Optional[nn.Linear] = None
         self.table = table
         if table is not None:
@@ -104,52 +116,41 @@ class AdaptiveSoftmax(nn.Module):
                 # The head band is narrower than the model: an own (untied) projection, as in fairseq.
                 self.head_proj = nn.Linear(input_dim, self.head_words.shape[1], bias=False)
         self.head_clusters = nn.Parameter(torch.empty(self.n_clusters, input_dim))
+        nn.init.xavier_uniform_(self.head_clusters)
+        if self.head_proj is not None:
+            nn.init.xavier_uniform_(self.head_proj.weight)
+        if not self.tied:
+            nn.init.xavier_uniform_(self.head_words)
 
         dims = band_dims(input_dim, factor, len(self.cutoff), flag="--adaptive-softmax-factor")[1:]
-        self.tail = nn.ModuleList()
-        for i, dim in enumerate(dims):
-            size = self.cutoff[i + 1] - self.cutoff[i]
-            if table is not None:
-                words, proj, transposed = None, None, False
-            elif adaptive_input is None:
-                words = nn.Parameter(torch.empty(size, dim))
-                proj, transposed = nn.Parameter(torch.empty(dim, input_dim)), False
-            else:
-                words, input_proj = adaptive_input.weights_for_band(i + 1)
-                if tie_proj:
-                    proj, transposed = input_proj, True
-                else:
-                    proj, transposed = nn.Parameter(torch.empty(input_proj.shape[1], input_proj.shape[0])), False
-            self.tail.append(TailCluster(proj, transposed, words, dropout))
-        self.tied = adaptive_input is not None or table is not None
+        self.tail = nn.ModuleList(
+            self._tail_cluster(i + 1, dim, adaptive_input, tie_proj) for i, dim in enumerate(dims)
+        )
         # Transformer-XL's output biases: one per word, one per cluster logit of the head (zeros, as there)
         self.word_bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
         self.cluster_bias = nn.Parameter(torch.zeros(self.n_clusters)) if bias else None
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        # Xavier-uniform for the weights this layer owns (fairseq's choice); tied ones keep the input's init.
-        owned = [self.head_clusters]
-        if self.head_proj is not None:
-            owned.append(self.head_proj.weight)
-        if not self.tied:
-            owned.append(self.head_words)
-        for tail in self.tail:
-            owned += [] if self.tied else [tail.words]
-            owned += [] if tail.proj_transposed or tail.proj is None else [tail.proj]
-        for p in owned:
-            nn.init.xavier_uniform_(p)
+    def _tail_cluster(self, band: int, dim: int, adaptive_input: Optional[AdaptiveInput],
+                      tie_proj: bool) -> TailCluster:
+        """The cluster of ``band`` (``dim`` wide): its word rows and projection, own or an adaptive input's, or
+        neither (rows of the plain table, at full width)."""
+        if self.table is not None:
+            return TailCluster(None, False, None, self.dropout)
+        if adaptive_input is None:
+            words = _xavier_parameter(self.cutoff[band] - self.cutoff[band - 1], dim)
+            return TailCluster(_xavier_parameter(dim, self.input_dim), False, words, self.dropout)
+        words, input_proj = adaptive_input.weights_for_band(band)
+        if tie_proj:
+            return TailCluster(input_proj, True, words, self.dropout)
+        return TailCluster(_xavier_parameter(input_proj.shape[1], input_proj.shape[0]), False, words, self.dropout)
 
     # ---------------------------------------------------------------- pieces
-    def head_word_rows(self) -> Tensor:
-        """``cutoff[0] x d_0``: the head's word rows (the first rows of a tied plain table)."""
-        return self.table[: self.cutoff[0]] if self.table is not None else self.head_words
-
-    def tail_words(self, i: int) -> Tensor:
-        """``|band i+1| x d_{i+1}``: tail cluster ``i``'s word rows."""
+    def word_rows(self, band: int) -> Tensor:
+        """``|band| x d_band``: the word rows of ``band`` (0: the head's; ``i+1``: tail cluster ``i``'s), rows of
+        the tied plain table when there is one."""
         if self.table is not None:
-            return self.table[self.cutoff[i] : self.cutoff[i + 1]]
-        return self.tail[i].words
+            return self.table[(self.cutoff[band - 1] if band else 0) : self.cutoff[band]]
+        return self.head_words if band == 0 else self.tail[band - 1].words
 
     def head_bias(self) -> Optional[Tensor]:
         """The head's logit biases (its words', then its clusters'), or None."""
@@ -162,18 +163,27 @@ class AdaptiveSoftmax(nn.Module):
 
     def tail_logits(self, i: int, x: Tensor) -> Tensor:
         """``N x d -> N x |band i+1|``: tail cluster ``i``'s logits."""
-        return F.linear(self.tail[i].hidden(x), self.tail_words(i), self.tail_bias(i))
+        return F.linear(self.tail[i].hidden(x), self.word_rows(i + 1), self.tail_bias(i))
+
+    def head_segments(self, x: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
+        """The head as :func:`linear_cross_entropy` segments (the one place it is assembled): its word rows, then its
+        cluster rows, on ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the
+        model)."""
+        if self.head_proj is None:
+            return (x,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
+        return (self.head_proj(x), x), (self.word_rows(0), self.head_clusters)
 
     def head(self, x: Tensor) -> Tensor:
         """``N x d -> N x (cutoff[0] + n_clusters)``: word logits, then one logit per tail cluster."""
-        if self.head_proj is None:
-            return F.linear(x, self.head_weight(), self.head_bias())
-        logits = torch.cat([F.linear(self.head_proj(x), self.head_word_rows()), F.linear(x, self.head_clusters)], -1)
+        xs, weights = self.head_segments(x)
+        if len(xs) == 1:
+            return F.linear(xs[0], weights[0], self.head_bias())
+        logits = torch.cat([F.linear(r, w) for r, w in zip(xs, weights)], -1)
         return logits if self.word_bias is None else logits + self.head_bias()
 
-    def head_weight(self) -> Tensor:
-        """``(cutoff[0] + n_clusters) x d``: the head's word rows, then its cluster rows (no head projection)."""
-        return torch.cat([self.head_word_rows(), self.head_clusters], dim=0)
+    def head_target(self, target: Tensor, cluster: Tensor) -> Tensor:
+        """The head's class of each target: the word itself in the head, else its cluster's logit."""
+        return torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
 
     def cluster_of(self, target: Tensor) -> Tensor:
         """0 for head words, ``i+1`` for words of tail cluster ``i``."""
@@ -186,12 +196,9 @@ class AdaptiveSoftmax(nn.Module):
         sizes = torch.bincount(cluster, minlength=self.n_clusters + 1).tolist()
         return torch.argsort(cluster, stable=True).split(sizes)
 
-    def head_segments(self, x: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
-        """The head's logits as :func:`linear_cross_entropy` segments: its word rows, then its cluster rows, on
-        ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the model)."""
-        if self.head_proj is None:
-            return (x,), (self.head_weight(),)
-        return (self.head_proj(x), x), (self.head_word_rows(), self.head_clusters)
+    def dropped_out(self, input: Tensor) -> Tensor:
+        """``... x d -> N x d``: the layer's input, flattened, after the adaptive softmax dropout."""
+        return _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
 
     # ---------------------------------------------------------------- training and scoring (one route)
     def loss(self, input: Tensor, target: Tensor, ignore_index: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -204,7 +211,7 @@ class AdaptiveSoftmax(nn.Module):
         """
         target = target.reshape(-1)
         keep = target != ignore_index
-        x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
+        x = self.dropped_out(input)
         cluster = self.cluster_of(target)
         total, nll = self.blockwise_nll(x, target, keep, cluster)
         per_cluster = nll.new_zeros(self.n_clusters + 1).index_add(0, cluster, nll)
@@ -213,14 +220,14 @@ class AdaptiveSoftmax(nn.Module):
         return total, per_cluster, counts
 
     def blockwise_nll(self, x: Tensor, target: Tensor, keep: Tensor, cluster: Tensor) -> Tuple[Tensor, Tensor]:
-        """``N x d`` -> (summed NLL of the kept positions, with gradients; ``N`` per-position NLL, 0 where not kept,
-        without), the head and each tail through :func:`linear_cross_entropy` (no full logit matrix)."""
-        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
+        """``N x d`` -> (summed NLL of the positions ``keep`` (bool) marks, with gradients; ``N`` per-position NLL, 0
+        elsewhere, without), the head and each tail through :func:`linear_cross_entropy` (no full logit matrix)."""
+        head_target = self.head_target(target, cluster)
         total, nll = linear_cross_entropy(*self.head_segments(x), head_target, keep, bias=self.head_bias())
         for i, (tail, rows) in enumerate(zip(self.tail, self.partition(cluster)[1:])):
             tail_loss, tail_nll = linear_cross_entropy(
-                tail.hidden(x.index_select(0, rows)), self.tail_words(i), target.index_select(0, rows) - self.cutoff[i],
-                keep.index_select(0, rows), bias=self.tail_bias(i),
+                tail.hidden(x.index_select(0, rows)), self.word_rows(i + 1),
+                target.index_select(0, rows) - self.cutoff[i], keep.index_select(0, rows), bias=self.tail_bias(i),
             )
             total = total + tail_loss
             nll = nll.index_add(0, rows, tail_nll)
@@ -239,30 +246,25 @@ class AdaptiveSoftmax(nn.Module):
         :func:`linear_cross_entropy` together with the NLL (one pass over each block of logits, never a V-wide row).
         Every cluster runs on every position: no host synchronisation, every parameter in the graph (DDP-safe).
         """
-        x = _dropout(input.reshape(-1, input.size(-1)), self.dropout, self.training)
+        x = self.dropped_out(input)
         target = target.reshape(-1)
         keep = target != ignore_index
-        nll_weight, smooth = label_smoothing_weights(keep, epsilon, self.vocab_size)
+        row_weight, smooth_weight = label_smoothing_weights(keep, epsilon, self.vocab_size)
         cluster = self.cluster_of(target)
         sizes = x.new_tensor([end - start for start, end in zip(self.cutoff, self.cutoff[1:])], dtype=torch.float32)
         class_weight = torch.cat([sizes.new_ones(self.cutoff[0]), sizes])
-        head_target = torch.where(cluster == 0, target, self.cutoff[0] + cluster - 1)
-        total, nll = linear_cross_entropy(*self.head_segments(x), head_target, nll_weight, smooth, class_weight,
-                                          bias=self.head_bias())
+        total, nll = linear_cross_entropy(*self.head_segments(x), self.head_target(target, cluster), row_weight,
+                                          smooth_weight, class_weight, bias=self.head_bias())
         nll = nll.masked_fill(~keep, 0.0)
         for i, tail in enumerate(self.tail):
             mine = cluster == i + 1
             tail_loss, tail_nll = linear_cross_entropy(
-                tail.hidden(x), self.tail_words(i), target - self.cutoff[i], nll_weight * mine, smooth,
+                tail.hidden(x), self.word_rows(i + 1), target - self.cutoff[i], row_weight * mine, smooth_weight,
                 bias=self.tail_bias(i),
             )
             total = total + tail_loss
             nll = nll + tail_nll.masked_fill(~(mine & keep), 0.0)
         return total, nll.sum()
-
-    def forward(self, input: Tensor, target: Tensor, ignore_index: int = -100) -> Tensor:
-        """Summed negative log-likelihood (fp32 scalar) of ``target`` under the layer."""
-        return self.loss(input, target, ignore_index)[0]
 
     # ---------------------------------------------------------------- scoring and generation
     def get_log_prob(self, input: Tensor, target: Optional[Tensor] = None) -> Tensor:
@@ -301,5 +303,5 @@ class AdaptiveSoftmax(nn.Module):
         x = input.reshape(-1, input.size(-1))
         flat = target.reshape(-1)
         with torch.no_grad():
-            keep = torch.ones_like(flat, dtype=torch.bool)
-            return -self.blockwise_nll(x, flat, keep, self.cluster_of(flat))[1].view(target.shape)
+            every_row = torch.ones_like(flat, dtype=torch.bool)
+            return -self.blockwise_nll(x, flat, every_row, self.cluster_of(flat))[1].view(target.shape)

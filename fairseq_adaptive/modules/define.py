@@ -137,6 +137,13 @@ def define_layout(
         )
     if connection not in CONNECTIONS:
         raise ValueError(f"--define-connection={connection!r}: choose one of {', '.join(CONNECTIONS)}")
+    if transform == "hgt" and max_groups & (max_groups - 1):
+        below = 1 << (max_groups.bit_length() - 1)
+        raise ValueError(
+            f"--define-max-groups={max_groups}: the hierarchical rule doubles group counts (1, 2, 4, ...), so "
+            f"{max_groups} builds the same unit as {below} (groups {', '.join(map(str, hgt_groups(n_layers, below)))}"
+            f"): give a power of two ({below} or {below * 2}), or --define-transform glt for {max_groups} groups in "
+            f"every layer")
     groups = group_schedule(transform, n_layers, max_groups)
     if connection == "residual":
         # Table 6a: "we fix the dimension of each layer to be k/2 instead of linearly spanning from n to k" (every

@@ -8,6 +8,13 @@ a Triton kernel on CUDA), then multiplied back into ``grad_x`` and ``grad_W`` (t
 stored gradients. This is the fused linear cross-entropy of Liger-Kernel (Hsu et al. 2024, arXiv 2410.10989) and
 the blockwise idea of Cut Cross-Entropy (Wijmans et al. 2024, arXiv 2411.09009): three GEMMs in all (no recomputation),
 extra memory ``block x C`` plus the gradients, losses and log-sum-exp in fp32 whatever the input dtype.
+
+Per-row weights, named the same in every function here and in the kernel (``triton_cross_entropy``):
+
+- ``row_weight: N``: the weight of each row's NLL in the summed loss, bool (0 for a row that does not count, e.g. a
+  padding target) or float (label smoothing's ``1 - eps - eps/(V-1)``, 0 on ignored rows);
+- ``smooth_weight: N``: the weight of each row's label-smoothing term (``None``: no such term);
+- ``class_weight: C``: the weight of each class in the smoothing term (``None``: ones).
 """
 
 import functools
@@ -44,9 +51,9 @@ def kernel_error(device: torch.device, dtype: torch.dtype) -> float:
     for rows, classes in ((64, 1000), (3, 40000)):
         logits = (3 * torch.randn(rows, classes, generator=g)).to(device, dtype)
         target = torch.randint(0, classes, (rows,), generator=g).to(device)
-        keep = torch.arange(rows, device=device) > 0
-        ref_nll, _, ref_grad = pytorch_rows(logits.clone(), target, keep, True)
-        nll, grad = triton_cross_entropy.cross_entropy_rows(logits.clone(), target, keep, True)
+        row_weight = torch.arange(rows, device=device) > 0
+        ref_nll, _, ref_grad = cross_entropy_rows(logits.clone(), target, row_weight, True, allow_kernel=False)
+        nll, grad = triton_cross_entropy.cross_entropy_rows(logits.clone(), target, row_weight, True)
         worst = max(worst, float((nll.float() - ref_nll.float()).abs().max()),
                     float((grad.float() - ref_grad.float()).abs().max()))
     return worst
@@ -79,58 +86,49 @@ def gradient_scale(dtype: torch.dtype) -> float:
 def cross_entropy_rows(
     logits: Tensor,
     target: Tensor,
-    keep: Tensor,
+    row_weight: Tensor,
     grad: bool,
     scale: float = 1.0,
-    smooth: Optional[Tensor] = None,
+    smooth_weight: Optional[Tensor] = None,
     class_weight: Optional[Tensor] = None,
+    allow_kernel: bool = True,
 ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """``logits: r x C`` (any float dtype), ``target: r`` (valid indices), ``keep: r`` (bool, or a float weight of
-    each row's NLL) -> (``r`` NLL ``lse - z[target]`` in :func:`accumulation_dtype`; with ``smooth`` (``r`` weights) the
-    summed smoothing term ``sum_i smooth_i * sum_j c_j (lse_i - z_ij)`` (``c = class_weight``, ones by default),
-    else None; with ``grad`` the logit gradient of ``sum_i keep_i nll_i`` plus that term, times ``scale``:
-    ``keep (softmax - onehot) + smooth (sum(c) softmax - c)``, ``r x C`` in the logits' dtype).
-    ``logits`` may be overwritten: the gradient can take its storage."""
-    if smooth is None and uses_kernel(logits):
-        nll, g = triton_cross_entropy.cross_entropy_rows(logits, target, keep, grad, scale)
+    """One block's loss terms and logit gradient: ``logits: r x C`` (any float dtype), ``target: r`` (valid indices),
+    the ``r`` rows' weights (see the module docstring) -> (``r`` NLL ``lse - z[target]`` in
+    :func:`accumulation_dtype`; with ``smooth_weight`` the summed smoothing term
+    ``sum_i smooth_weight_i * sum_j c_j (lse_i - z_ij)`` (``c = class_weight``), else None; with ``grad`` the logit
+    gradient of ``sum_i row_weight_i nll_i`` plus that term, times ``scale``:
+    ``row_weight (softmax - onehot) + smooth_weight (sum(c) softmax - c)``, ``r x C`` in the logits' dtype).
+    ``logits`` may be overwritten: the gradient can take its storage.
+
+    Without a smoothing term the Triton kernel serves where :func:`uses_kernel` says so (and ``allow_kernel``: the
+    kernel's self-check asks for this PyTorch code, its reference). The PyTorch code runs on every device: fp32 and
+    fp64 logits are worked on in place (half ones in an fp32 copy): the target's logit and the smoothing sums are read
+    first, then the row maximum is subtracted and the exponentials taken in place, so a block needs no second
+    ``r x C`` buffer; ``lse = max + log(sum)``, and the gradient is the softmax times each row's weight."""
+    if allow_kernel and smooth_weight is None and uses_kernel(logits):
+        nll, g = triton_cross_entropy.cross_entropy_rows(logits, target, row_weight, grad, scale)
         return nll, None, g
-    return pytorch_rows(logits, target, keep, grad, scale, smooth, class_weight)
-
-
-def pytorch_rows(
-    logits: Tensor,
-    target: Tensor,
-    keep: Tensor,
-    grad: bool,
-    scale: float = 1.0,
-    smooth: Optional[Tensor] = None,
-    class_weight: Optional[Tensor] = None,
-) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-    """:func:`cross_entropy_rows` in PyTorch (every device; the smoothing term; the reference of the kernel).
-
-    fp32 and fp64 logits are worked on in place (half ones in an fp32 copy): the target's logit and the smoothing
-    sums are read first, then the row maximum is subtracted and the exponentials taken in place, so a block needs no
-    second ``r x C`` buffer; ``lse = max + log(sum)``, and the gradient is the softmax times each row's weight."""
     z = logits.to(accumulation_dtype(logits.dtype))
     index = target.unsqueeze(1)
     target_logit = z.gather(1, index).squeeze(1)
     c = None if class_weight is None else class_weight.to(z.dtype)
     total_c = z.size(1) if c is None else c.sum()
-    weighted_z = None if smooth is None else (z.sum(1) if c is None else z @ c)
+    weighted_z = None if smooth_weight is None else (z.sum(1) if c is None else z @ c)
     row_max = z.amax(1, keepdim=True)
     exp_sum = z.sub_(row_max).exp_().sum(1)
     lse = row_max.squeeze(1) + exp_sum.log()
     nll = lse - target_logit
-    smoothing = None if smooth is None else (smooth.to(z.dtype) * (total_c * lse - weighted_z)).sum()
+    smoothing = None if smooth_weight is None else (smooth_weight.to(z.dtype) * (total_c * lse - weighted_z)).sum()
     if not grad:
         return nll, smoothing, None
-    a = keep.to(z.dtype) * scale
-    coef = a if smooth is None else a + smooth.to(z.dtype) * (total_c * scale)
-    z.mul_((coef / exp_sum).unsqueeze(1))  # softmax times the row's weight
-    if smooth is not None:
-        s = smooth.to(z.dtype).unsqueeze(1) * scale
-        z.sub_(s if c is None else s * c.unsqueeze(0))
-    z.scatter_add_(1, index, -a.unsqueeze(1))
+    nll_coef = row_weight.to(z.dtype) * scale
+    softmax_coef = nll_coef if smooth_weight is None else nll_coef + smooth_weight.to(z.dtype) * (total_c * scale)
+    z.mul_((softmax_coef / exp_sum).unsqueeze(1))  # softmax times the row's weight
+    if smooth_weight is not None:
+        smooth_coef = smooth_weight.to(z.dtype).unsqueeze(1) * scale
+        z.sub_(smooth_coef if c is None else smooth_coef * c.unsqueeze(0))
+    z.scatter_add_(1, index, -nll_coef.unsqueeze(1))
     return nll, smoothing, z.to(logits.dtype)
 
 
@@ -167,45 +165,48 @@ def accumulate_product(acc: Tensor, a: Tensor, b: Tensor) -> None:
 
 
 @dataclass(frozen=True)
-class _Terms:
-    """What the blocks compute besides the logits' inputs: per-row targets and weights (not differentiated)."""
+class _FixedInputs:
+    """The loss's inputs that take no gradient (per-row targets and weights, class weights), and how the tensors that
+    do are laid out and cut into blocks."""
 
     target: Tensor  # N class indices (into the segments' classes, concatenated)
-    keep: Tensor  # N: bool or float weight of each row's NLL in the total
-    smooth: Optional[Tensor]  # N weights of each row's smoothing term, or None
+    row_weight: Tensor  # N weights of each row's NLL
+    smooth_weight: Optional[Tensor]  # N weights of each row's smoothing term, or None
     class_weight: Optional[Tensor]  # C weights of the classes in the smoothing term (ones if None)
-    block: int  # rows per block
+    block_rows: int  # rows per block
     segments: int  # how many (x, weight) pairs
-    bias: bool = False  # whether the last tensor is a C-vector added to every row's logits
+    has_bias: bool = False  # whether the last tensor is a C-vector added to every row's logits
 
 
-def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0, bias: Optional[Tensor] = None):
-    """Per-row NLL, the summed smoothing term (or None) and, where ``wants`` says, the total's gradients for each x,
-    weight and the bias (times ``scale``), over blocks of rows. The logits of a block are the segments' ``x_k W_k^T``
-    side by side (one product when there is one segment), plus ``bias`` when given."""
+def _blockwise(fixed: _FixedInputs, xs, weights, needs_grad, scale: float = 1.0, bias: Optional[Tensor] = None):
+    """Per-row NLL, the summed smoothing term (or None) and the total's gradients (times ``scale``) for each x, weight
+    and the bias whose ``needs_grad`` entry is set (None for the others), over blocks of rows. The logits of a block
+    are the segments' ``x_k W_k^T`` side by side (one product when there is one segment), plus ``bias`` when given."""
     acc = accumulation_dtype(xs[0].dtype)
     n = xs[0].size(0)
     nll = torch.empty(n, dtype=acc, device=xs[0].device)
     smoothing = None
-    grad_xs = [torch.empty_like(x) if want else None for x, want in zip(xs, wants[: terms.segments])]
-    want_ws = wants[terms.segments : terms.segments + len(weights)]
-    grad_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if bias is not None and wants[-1] else None
-    # one block (short inputs): each weight's gradient is one product, no fp32 sum to zero-fill and add into
-    direct = terms.block >= n and xs[0].dtype == acc
-    grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if want and not direct else None
-               for w, want in zip(weights, want_ws)]
+    grad_xs = [torch.empty_like(x) if needs else None for x, needs in zip(xs, needs_grad[: fixed.segments])]
+    weight_needs_grad = needs_grad[fixed.segments : fixed.segments + len(weights)]
+    grad_bias = torch.zeros(bias.shape, dtype=acc, device=bias.device) if bias is not None and needs_grad[-1] else None
+    # one block (short inputs) already in the accumulation dtype: each weight's gradient is one product, with no fp32
+    # sum to zero-fill and add into
+    weight_grad_in_one_product = fixed.block_rows >= n and xs[0].dtype == acc
+    grad_ws = [torch.zeros(w.shape, dtype=acc, device=w.device) if needs and not weight_grad_in_one_product else None
+               for w, needs in zip(weights, weight_needs_grad)]
     bounds = [0]
     for w in weights:
         bounds.append(bounds[-1] + w.size(0))
-    for start in range(0, n, terms.block):
-        end = min(start + terms.block, n)
+    for start in range(0, n, fixed.block_rows):
+        end = min(start + fixed.block_rows, n)
         rows = [x[start:end] for x in xs]
         logits = rows[0] @ weights[0].t() if len(xs) == 1 else torch.cat([r @ w.t() for r, w in zip(rows, weights)], 1)
         if bias is not None:
             logits += bias
         nll[start:end], block_smoothing, grad_logits = cross_entropy_rows(
-            logits, terms.target[start:end], terms.keep[start:end], grad=any(wants), scale=scale,
-            smooth=None if terms.smooth is None else terms.smooth[start:end], class_weight=terms.class_weight,
+            logits, fixed.target[start:end], fixed.row_weight[start:end], grad=any(needs_grad), scale=scale,
+            smooth_weight=None if fixed.smooth_weight is None else fixed.smooth_weight[start:end],
+            class_weight=fixed.class_weight,
         )
         if block_smoothing is not None:
             smoothing = block_smoothing if smoothing is None else smoothing + block_smoothing
@@ -215,8 +216,8 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0, bias: Optiona
             g = grad_logits if len(xs) == 1 or grad_logits is None else grad_logits[:, bounds[k] : bounds[k + 1]]
             if grad_xs[k] is not None:
                 torch.mm(g, w, out=grad_xs[k][start:end])
-            if want_ws[k]:
-                if direct:
+            if weight_needs_grad[k]:
+                if weight_grad_in_one_product:
                     grad_ws[k] = g.t() @ r
                 else:
                     accumulate_product(grad_ws[k], g.t(), r)
@@ -227,22 +228,22 @@ def _blocks(terms: _Terms, xs, weights, wants, scale: float = 1.0, bias: Optiona
     return nll, smoothing, grad_xs + grad_ws
 
 
-def _total(terms: _Terms, nll: Tensor, smoothing: Optional[Tensor]) -> Tensor:
-    total = (nll * terms.keep.to(nll.dtype)).sum()
+def _summed_loss(fixed: _FixedInputs, nll: Tensor, smoothing: Optional[Tensor]) -> Tensor:
+    total = (nll * fixed.row_weight.to(nll.dtype)).sum()
     return total if smoothing is None else total + smoothing
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, terms: _Terms, *tensors: Tensor):
+    def forward(ctx, fixed: _FixedInputs, *tensors: Tensor):
         ctx.scale = gradient_scale(tensors[0].dtype)
-        xs, weights = tensors[: terms.segments], tensors[terms.segments :]
-        bias = weights[-1] if terms.bias else None
-        weights = weights[:-1] if terms.bias else weights
-        nll, smoothing, grads = _blocks(terms, xs, weights, ctx.needs_input_grad[1:], scale=ctx.scale, bias=bias)
+        xs, weights = tensors[: fixed.segments], tensors[fixed.segments :]
+        bias = weights[-1] if fixed.has_bias else None
+        weights = weights[:-1] if fixed.has_bias else weights
+        nll, smoothing, grads = _blockwise(fixed, xs, weights, ctx.needs_input_grad[1:], scale=ctx.scale, bias=bias)
         ctx.save_for_backward(*grads)
         ctx.mark_non_differentiable(nll)
-        return _total(terms, nll, smoothing), nll
+        return _summed_loss(fixed, nll, smoothing), nll
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor, _grad_nll: Optional[Tensor]):
@@ -280,8 +281,8 @@ def linear_cross_entropy(
     x: Union[Tensor, Sequence[Tensor]],
     weight: Union[Tensor, Sequence[Tensor]],
     target: Tensor,
-    keep: Tensor,
-    smooth: Optional[Tensor] = None,
+    row_weight: Tensor,
+    smooth_weight: Optional[Tensor] = None,
     class_weight: Optional[Tensor] = None,
     block_elements: Optional[int] = None,
     bias: Optional[Tensor] = None,
@@ -290,11 +291,11 @@ def linear_cross_entropy(
 
     ``x: N x d``, ``weight: C x d`` (or sequences of them, segments whose logits ``x_k W_k^T`` stand side by side:
     a head whose words see a projection of ``x`` and whose cluster rows see ``x`` itself), ``target: N`` (indices
-    into the C classes), ``keep: N`` (bool, or a float weight of each row's NLL), optional ``smooth: N`` weights of
-    each row's smoothing term over ``class_weight``-weighted classes (label smoothing), optional ``bias: C`` added to
-    every row's logits (Transformer-XL's per-word output bias) ->
-    (scalar ``sum_i keep_i nll_i + sum_i smooth_i sum_j c_j (lse_i - z_ij)``, the ``N`` per-row NLL
-    ``lse_i - z_i[t_i]`` of every row, kept or not, without gradient), both fp32 (fp64 for fp64 inputs).
+    into the C classes), the rows' ``row_weight`` and optional ``smooth_weight`` and ``class_weight`` (label
+    smoothing; see the module docstring), optional ``bias: C`` added to every row's logits (Transformer-XL's per-word
+    output bias) -> (scalar ``sum_i row_weight_i nll_i + sum_i smooth_weight_i sum_j c_j (lse_i - z_ij)``, the ``N``
+    per-row NLL ``lse_i - z_i[t_i]`` of every row, whatever its weight, without gradient), both fp32 (fp64 for fp64
+    inputs).
 
     The gradients are formed in the forward pass when autograd will need them; the result and the gradients equal
     those of the materialised computation (``F.cross_entropy`` over ``x @ W.T``) up to float rounding."""
@@ -306,19 +307,21 @@ def linear_cross_entropy(
         empty = sum((r @ w.t()).sum() for r, w in zip(xs, weights))
         empty = (empty if bias is None else empty + bias.sum() * 0).to(accumulation_dtype(xs[0].dtype))
         return empty, empty.new_zeros(0)
-    block = rows_per_block(xs[0].size(0), num_classes, block_elements or block_elements_for(xs[0]))
-    terms = _Terms(target.clamp(0, num_classes - 1), keep, smooth, class_weight, block, len(xs), bias is not None)
+    block_rows = rows_per_block(xs[0].size(0), num_classes, block_elements or block_elements_for(xs[0]))
+    fixed = _FixedInputs(target.clamp(0, num_classes - 1), row_weight, smooth_weight, class_weight, block_rows, len(xs),
+                         bias is not None)
     tensors = (*xs, *weights) + (() if bias is None else (bias,))
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        total, nll = _LinearCrossEntropy.apply(terms, *tensors)
+        total, nll = _LinearCrossEntropy.apply(fixed, *tensors)
     else:
-        nll, smoothing, _ = _blocks(terms, xs, weights, [False] * len(tensors), bias=bias)
-        total = _total(terms, nll, smoothing)
+        nll, smoothing, _ = _blockwise(fixed, xs, weights, [False] * len(tensors), bias=bias)
+        total = _summed_loss(fixed, nll, smoothing)
     return total, nll
 
 
-def label_smoothing_weights(keep: Tensor, epsilon: float, vocab_size: int) -> Tuple[Tensor, Tensor]:
+def label_smoothing_weights(scored: Tensor, epsilon: float, vocab_size: int) -> Tuple[Tensor, Tensor]:
     """fairseq's label smoothing (``label_smoothed_nll_loss``), ``(1 - eps - eps/(V-1)) nll + eps/(V-1) sum_w -log
-    p(w)``, as the per-row ``keep`` and ``smooth`` weights of :func:`linear_cross_entropy` (0 on ignored rows)."""
+    p(w)``, as the ``row_weight`` and ``smooth_weight`` of :func:`linear_cross_entropy` for the rows ``scored`` says
+    (bool; 0 on the others)."""
     eps_i = epsilon / (vocab_size - 1)
-    return keep * (1.0 - epsilon - eps_i), keep * eps_i
+    return scored * (1.0 - epsilon - eps_i), scored * eps_i

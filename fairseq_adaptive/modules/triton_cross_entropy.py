@@ -39,18 +39,19 @@ if triton is not None:
         return span_max, tl.sum(run_sum * tl.exp(run_max - safe_max), axis=0)
 
     @triton.jit
-    def _write_grad(base, start, end, target, lse, weight, BLOCK: tl.constexpr):
-        """``base[start:end] = weight * (softmax - onehot(target))``, in place, in the logits' dtype."""
+    def _write_grad(base, start, end, target, lse, coef, BLOCK: tl.constexpr):
+        """``base[start:end] = coef * (softmax - onehot(target))``, in place, in the logits' dtype (``coef``: the row's
+        weight times the gradient scale)."""
         cols = tl.arange(0, BLOCK)
         for offset in range(start, end, BLOCK):
             mask = offset + cols < end
             z = tl.load(base + offset + cols, mask=mask, other=0.0).to(tl.float32)
             g = tl.exp(z - lse) - tl.where(offset + cols == target, 1.0, 0.0)
-            tl.store(base + offset + cols, (g * weight).to(base.dtype.element_ty), mask=mask)
+            tl.store(base + offset + cols, (g * coef).to(base.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _cross_entropy_rows_kernel(
-        logits_ptr, stride, target_ptr, keep_ptr, nll_ptr, num_classes, scale,
+        logits_ptr, stride, target_ptr, row_weight_ptr, nll_ptr, num_classes, scale,
         GRAD: tl.constexpr, BLOCK: tl.constexpr,
     ):
         """One program per whole row."""
@@ -61,7 +62,8 @@ if triton is not None:
         target = tl.load(target_ptr + row)
         tl.store(nll_ptr + row, lse - tl.load(base + target).to(tl.float32))
         if GRAD:
-            _write_grad(base, 0, num_classes, target, lse, tl.load(keep_ptr + row).to(tl.float32) * scale, BLOCK)
+            coef = tl.load(row_weight_ptr + row).to(tl.float32) * scale
+            _write_grad(base, 0, num_classes, target, lse, coef, BLOCK)
 
     @triton.jit
     def _span_lse_kernel(
@@ -81,7 +83,7 @@ if triton is not None:
 
     @triton.jit
     def _span_finish_kernel(
-        logits_ptr, stride, target_ptr, keep_ptr, part_ptr, nll_ptr, num_classes, span, splits, scale,
+        logits_ptr, stride, target_ptr, row_weight_ptr, part_ptr, nll_ptr, num_classes, span, splits, scale,
         GRAD: tl.constexpr, BLOCK: tl.constexpr, SPLITS: tl.constexpr,
     ):
         """Program (row, s): the row's log-sum-exp from its spans' parts; span 0 turns ``nll[row]`` (the target's
@@ -99,9 +101,9 @@ if triton is not None:
             tl.store(nll_ptr + row, lse - tl.load(nll_ptr + row))
         if GRAD:
             start = split * span
-            weight = tl.load(keep_ptr + row).to(tl.float32) * scale
+            coef = tl.load(row_weight_ptr + row).to(tl.float32) * scale
             target = tl.load(target_ptr + row)
-            _write_grad(base, start, tl.minimum(start + span, num_classes), target, lse, weight, BLOCK)
+            _write_grad(base, start, tl.minimum(start + span, num_classes), target, lse, coef, BLOCK)
 
 
 MAX_BLOCK = 4096  # lanes per program (a power of two)
@@ -119,21 +121,22 @@ def spans(rows: int, num_classes: int, block: int) -> Tuple[int, int]:
 
 
 def cross_entropy_rows(
-    logits: Tensor, target: Tensor, keep: Tensor, grad: bool, scale: float = 1.0
+    logits: Tensor, target: Tensor, row_weight: Tensor, grad: bool, scale: float = 1.0
 ) -> Tuple[Tensor, Optional[Tensor]]:
-    """Same contract as :func:`linear_cross_entropy.cross_entropy_rows`; the gradient is written into ``logits``
-    (or into a contiguous copy of it) and returned."""
+    """:func:`linear_cross_entropy.cross_entropy_rows` without a smoothing term, with the same names and meanings
+    (``row_weight``: each row's NLL weight, bool or float) -> (``r`` fp32 NLL, the logit gradient or None); the
+    gradient is written into ``logits`` (or into a contiguous copy of it) and returned."""
     dense = logits if logits.stride(1) == 1 else logits.contiguous()
     rows, num_classes = dense.shape
     nll = torch.empty(rows, dtype=torch.float32, device=dense.device)
     if rows:
         block = min(MAX_BLOCK, triton.next_power_of_2(num_classes))
         warps = 8 if block >= 2048 else 4
-        target, keep = target.contiguous(), keep.contiguous()
+        target, row_weight = target.contiguous(), row_weight.contiguous()
         splits, span = spans(rows, num_classes, block)
         if splits == 1:
             _cross_entropy_rows_kernel[(rows,)](
-                dense, dense.stride(0), target, keep, nll, num_classes, scale, GRAD=grad, BLOCK=block,
+                dense, dense.stride(0), target, row_weight, nll, num_classes, scale, GRAD=grad, BLOCK=block,
                 num_warps=warps,
             )
         else:
@@ -142,7 +145,7 @@ def cross_entropy_rows(
                 dense, dense.stride(0), target, part, nll, num_classes, span, splits, BLOCK=block, num_warps=warps
             )
             _span_finish_kernel[(rows, splits if grad else 1)](
-                dense, dense.stride(0), target, keep, part, nll, num_classes, span, splits, scale,
+                dense, dense.stride(0), target, row_weight, part, nll, num_classes, span, splits, scale,
                 GRAD=grad, BLOCK=block, SPLITS=triton.next_power_of_2(splits), num_warps=warps,
             )
     return nll, (dense if grad else None)

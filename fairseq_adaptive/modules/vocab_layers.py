@@ -163,7 +163,10 @@ def build_embedder(spec: InputSpec, dictionary=None) -> Embedder:
 class Scorer(nn.Module):
     """``... x model_dim`` features -> the output layer an :class:`OutputSpec` describes: its projection to the
     softmax width, then a :class:`FullSoftmax` or an :class:`AdaptiveSoftmax` (same interface). Every loss and target
-    score runs block by block through the engine (``linear_cross_entropy``)."""
+    score runs block by block through the engine (``linear_cross_entropy``).
+
+    The output contract of every model of this package: criteria call :meth:`loss`, :meth:`label_smoothed_loss` and
+    :meth:`predictions`; decoders' ``get_normalized_probs`` is :meth:`normalized_probs`."""
 
     def __init__(self, spec: OutputSpec, softmax: nn.Module, project: Optional[nn.Linear], project_first: bool):
         super().__init__()
@@ -201,6 +204,19 @@ class Scorer(nn.Module):
     def log_probs(self, x: Tensor) -> Tensor:
         """``... x m -> ... x V``: the whole distribution (generation)."""
         return self.softmax.get_log_prob(self.features(x))
+
+    def normalized_probs(self, x: Tensor, log_probs: bool, sample: Optional[dict] = None) -> Tensor:
+        """``B x T x m`` features -> ``B x T x V`` (log-)probabilities: every decoder's ``get_normalized_probs``.
+        With a ``sample`` holding targets (fairseq's scorers: eval-lm, ``--score-reference``, the hub's ``score``)
+        only the targets' entries are meaningful, as with fairseq's adaptive softmax: they alone are computed, block
+        by block, and returned as a stride-0 view that the scorers' ``gather`` reads."""
+        target = None if sample is None else sample.get("target")
+        if target is not None:
+            scores = self.target_log_prob(x, target)
+            scores = scores if log_probs else scores.exp()
+            return scores.unsqueeze(-1).expand(*scores.shape, self.vocab_size)
+        scores = self.log_probs(x)
+        return scores if log_probs else scores.exp()
 
     def predictions(self, x: Tensor) -> Tensor:
         """``N x m -> N``: the most probable word of each row, a block of rows at a time (accuracy)."""

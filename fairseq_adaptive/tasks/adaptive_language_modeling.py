@@ -1,9 +1,10 @@
 """``adaptive_language_modeling``: fairseq's language-modeling task, plus the checks adaptive layers need.
 
-Before a model is built it checks that the dictionary is sorted by frequency (the bands of adaptive input and
-softmax are ranges of dictionary indices, so an unsorted dictionary puts frequent words in narrow bands), derives
-cutoffs from coverage targets where the user wrote ``auto`` (or gave none with ``--adaptive-input``), and logs the
-fraction of training tokens that falls in each band.
+It derives cutoffs from coverage targets where the user wrote ``auto`` (or gave none with ``--adaptive-input``),
+when the model asks (:meth:`AdaptiveLanguageModelingTask.auto_cutoffs`, called once per build by
+``lm_base.LanguageModelBase``), after checking that the dictionary is sorted by frequency (the bands of adaptive input
+and softmax are ranges of dictionary indices, so an unsorted dictionary puts frequent words in narrow bands); the model
+then logs the fraction of training tokens that falls in each band.
 """
 
 import logging
@@ -15,24 +16,12 @@ from fairseq.tasks import register_task
 from fairseq.tasks.language_modeling import LanguageModelingConfig, LanguageModelingTask
 
 from .. import fairseq_fixes
-from ..checks import check_dictionary, data_of, guard_task
-from ..models.vocab_flags import LM, check_frequency_sorted, describe
+from ..checks import check_sizes, guard_task
+from ..models.lm_base import keep_config_record, word_counts
+from ..models.vocab_flags import check_frequency_sorted
 from ..optim.nt_asgd import ValidatesWithAverage
 
 logger = logging.getLogger(__name__)
-
-
-def word_counts(dictionary: Dictionary) -> List[int]:
-    """Counts of the regular entries (after the special symbols), in dictionary order."""
-    return [int(c) for c in dictionary.count[dictionary.nspecial :]]
-
-
-def band_fractions(dictionary: Dictionary, cutoff: Sequence[int]) -> List[float]:
-    """Fraction of counted tokens in each band ``[0, c0), [c0, c1), ..., [c_last, V)``."""
-    counts = [0] * dictionary.nspecial + word_counts(dictionary)
-    total = max(sum(counts), 1)
-    bounds = [0] + list(cutoff) + [len(dictionary)]
-    return [sum(counts[a:b]) / total for a, b in zip(bounds, bounds[1:])]
 
 
 def parse_coverage(value) -> List[float]:
@@ -92,34 +81,21 @@ class AdaptiveLanguageModelingConfig(LanguageModelingConfig):
 class AdaptiveLanguageModelingTask(ValidatesWithAverage, LanguageModelingTask):
     def __init__(self, args, dictionary, output_dictionary=None, targets=None):
         fairseq_fixes.apply()
+        check_sizes(args, ("tokens_per_sample",))
         parse_coverage(args.cutoff_coverage)
         super().__init__(args, dictionary, output_dictionary, targets)
         guard_task(self)
 
     def build_model(self, args, from_checkpoint=False):
-        dictionary = self.source_dictionary
-        check_dictionary(args, dictionary, data_of(self))
-        self.resolve_cutoffs(args, dictionary)
-        return super().build_model(args, from_checkpoint)
+        model = super().build_model(args, from_checkpoint)
+        keep_config_record(args, model)  # the derived cutoffs and the dictionary, saved with the checkpoint
+        return model
 
-    def resolve_cutoffs(self, args, dictionary: Dictionary) -> None:
-        """Derive the cutoffs given as ``auto`` (or left unset with adaptive input) and write the numbers into the
-        model config, so checkpoints store them; log the share of training tokens in each band."""
-        derived: List[int] = []
-
-        def auto() -> List[int]:
-            if not derived:
-                check_frequency_sorted(dictionary)
-                coverage = parse_coverage(self.args.cutoff_coverage)
-                derived.extend(derive_cutoffs(dictionary, coverage))
-                logger.info(f"cutoffs derived from coverage {coverage}: {derived}")
-            return derived
-
-        layers = describe(args, dictionary, LM, auto_cutoffs=auto)
-        for name in layers.derived:
-            setattr(args, name, ",".join(map(str, derived)))
-        for name, spec in (("adaptive_input_cutoff", layers.input), ("adaptive_softmax_cutoff", layers.output)):
-            if spec.cutoff is not None:
-                fractions = band_fractions(dictionary, spec.cutoff)
-                logger.info(f"{name}={','.join(map(str, spec.cutoff))}: fraction of training tokens per band "
-                            + " / ".join(f"{f:.4f}" for f in fractions))
+    def auto_cutoffs(self, dictionary: Dictionary) -> List[int]:
+        """Cutoffs for flags given as ``auto`` (or left unset with adaptive input), from ``--cutoff-coverage`` and the
+        dictionary's counts: what a language model of this package asks its task for (``lm_base``), once per build."""
+        check_frequency_sorted(dictionary)
+        coverage = parse_coverage(self.args.cutoff_coverage)
+        cutoffs = derive_cutoffs(dictionary, coverage)
+        logger.info(f"cutoffs derived from coverage {coverage}: {cutoffs}")
+        return cutoffs

@@ -5,7 +5,8 @@
   rows of consecutive tokens and each row into segments of ``--tokens-per-sample``; a segment's targets run one token
   past its inputs, so no token falls between two segments (fairseq's task pads the last target of every segment);
   only the end of the last rows is padding, and nothing is trimmed;
-- tells the model which stream a batch continues and at which step (``net_input["stream"]``), so its memory starts
+- tells the model which stream a batch continues and at which step (``net_input["stream"]``, a
+  ``lm_base.StreamKey``), so its memory starts
   afresh at each epoch, validation and evaluation, and validation never touches the training memory;
 - makes ``--update-freq`` equal to more GPUs: ``R = --batch-size x GPUs x --update-freq`` rows, in ``GPUs x
   update-freq`` groups of ``--batch-size``; GPU ``g``'s ``j``-th micro-batch of every update reads group ``g x
@@ -37,16 +38,15 @@ from fairseq.data import (
 from fairseq.data.indexed_dataset import MMapIndexedDataset
 from fairseq.examples.truncated_bptt.truncated_bptt_lm_task import TruncatedBPTTLMConfig, TruncatedBPTTLMTask
 from fairseq.tasks import FairseqTask, register_task
+from fairseq.utils import safe_getattr
 from omegaconf import II
 
 from .. import fairseq_fixes
-from ..checks import guard_task
+from ..checks import check_sizes, guard_task
+from ..models.lm_base import UNLIMITED_POSITIONS, StreamKey, keep_config_record
 from ..optim.nt_asgd import ValidatesWithAverage
 
 logger = logging.getLogger(__name__)
-
-# relative positions and recurrence set no length limit: generation is bounded by --max-target-positions where given
-UNLIMITED_POSITIONS = 1_000_000
 
 
 @dataclass
@@ -106,17 +106,30 @@ class StreamDataset(torch.utils.data.Dataset):
         step, j = divmod(k, self.groups)
         group = self.first_group + j
         rows = range(group * self.batch_size, (group + 1) * self.batch_size)
-        return k, (self.split, j, step), [self.segment(r, step) for r in rows]
+        return k, StreamKey(self.split, j, step), [self.segment(r, step) for r in rows]
 
 
 @register_task("bptt_lm", dataclass=BPTTLMConfig)
 class BPTTLMTask(ValidatesWithAverage, TruncatedBPTTLMTask):
     """See the module docstring."""
 
+    carries_streams = True  # what a model with a state asks (lm_base.LanguageModelBase)
+
     def __init__(self, cfg: BPTTLMConfig, **unused):  # (the hub passes from_checkpoint)
         fairseq_fixes.apply()
+        check_sizes(cfg, ("tokens_per_sample", "batch_size", "max_target_positions"))
         super().__init__(cfg)
         guard_task(self)
+
+    def build_model(self, args, from_checkpoint=False):
+        model = super().build_model(args, from_checkpoint)
+        if not getattr(model, "streams", False):
+            name = safe_getattr(args, "arch", None) or safe_getattr(args, "_name", None) or type(model).__name__
+            raise ValueError(f"--task bptt_lm feeds a model segment after segment of one stream, for models that carry "
+                             f"a state between them (--arch txl_* or lstm_*); --arch {name} scores each sample on its "
+                             f"own: train it with --task adaptive_language_modeling or language_modeling")
+        keep_config_record(args, model)  # the dictionary, saved with the checkpoint
+        return model
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         paths = utils.split_paths(self.cfg.data)

@@ -12,6 +12,12 @@ MT_DEFINE = ["--encoder-define-dim", "16", "--decoder-define-dim", "16", "--defi
              "--define-max-groups", "4"]
 MT = ["--task", "translation", "--arch", "adaptive_transformer_tiny", "--criterion",
       "adaptive_label_smoothed_cross_entropy", "--label-smoothing", "0.1", "--encoder-layers", "1"]
+# the stream models under bptt_lm: 4 streams of 8-token segments, the memory carried from update to update
+STREAM = ["--task", "bptt_lm", "--criterion", "adaptive_cross_entropy", "--batch-size", "4", "--tokens-per-sample",
+          "8"]
+# adaptive input over the lm corpus' 200 words (bptt_lm derives no cutoffs), the adaptive softmax tied to it
+TIED_ADAPTIVE = ["--adaptive-input", "--adaptive-input-cutoff", "50,100", "--adaptive-softmax-cutoff", "50,100",
+                 "--tie-adaptive-weights", "--tie-adaptive-proj"]
 
 CASES = {
     # ADP-T at tiny size: adaptive input, adaptive softmax tied to it with its projections, cutoffs derived
@@ -39,6 +45,24 @@ CASES = {
                                                    "--tie-adaptive-proj", *MT_DEFINE, "--decoder-layers", "1"]},
     # translation: separate plain embeddings, an untied adaptive softmax
     "mt_untied": {"data": "mt", "flags": [*MT, "--adaptive-softmax-cutoff", "{cutoff}", "--decoder-layers", "1"]},
+    # Transformer-XL (one layer, a memory of 4 positions) over an adaptive input, the adaptive softmax tied to it
+    "txl_adaptive": {"data": "lm", "stream": True, "flags": [*STREAM, "--arch", "txl_tiny", *TIED_ADAPTIVE,
+                                                             "--decoder-layers", "1", "--mem-len", "4"]},
+    # Transformer-XL with DeFINE (n=16, k=64, N=3) over its table, a full softmax tied to it with a bias per word
+    "txl_define": {"data": "lm", "stream": True, "flags": [*STREAM, "--arch", "txl_define_tiny", "--decoder-layers",
+                                                           "1", "--mem-len", "4"]},
+    # a 2-layer LSTM over an adaptive input, the adaptive softmax tied to it (regularisers off)
+    "lstm_adaptive": {"data": "lm", "stream": True, "flags": [*STREAM, "--arch", "lstm_tiny", *TIED_ADAPTIVE]},
+    # word vectors from a character CNN (8-d characters, filters of widths 1-3, one highway layer) projected to 32,
+    # an untied adaptive softmax
+    "lm_char_cnn": {"data": "lm", "flags": ["--task", "adaptive_language_modeling", "--arch", "adaptive_lm_wiki103_cnn",
+                                            "--criterion", "adaptive_cross_entropy", "--tokens-per-sample", "32",
+                                            "--decoder-embed-dim", "32", "--decoder-ffn-embed-dim", "64",
+                                            "--decoder-attention-heads", "2", "--character-embedding-dim", "8",
+                                            "--character-filters", "[(1, 8), (2, 16), (3, 8)]",
+                                            "--adaptive-softmax-cutoff", "50,100", "--dropout", "0",
+                                            "--attention-dropout", "0", "--activation-dropout", "0",
+                                            "--adaptive-softmax-dropout", "0", *TINY_LM]},
 }
 
 
@@ -60,7 +84,9 @@ def fixed_input(vocab: int, nspecial: int, batch: int = 2, length: int = 12) -> 
 
 def score(directory: Path, case: dict) -> dict:
     """Log-probabilities of a fixed input: of each target (the scoring path: eval-lm, --score-reference) and the whole
-    distribution at every position of the first sequence (the generation path)."""
+    distribution at every position of the first sequence (the generation path). A stream model (``case["stream"]``)
+    also scores the targets in three segments of 4 tokens, its state carried from one to the next as ``bptt_lm``
+    carries it (``stream_target_log_probs``)."""
     model, task = load(directory)
     d = task.target_dictionary
     target = fixed_input(len(d), d.nspecial)
@@ -74,4 +100,16 @@ def score(directory: Path, case: dict) -> dict:
         targets = model.get_normalized_probs(out, log_probs=True, sample={"target": target})
         targets = targets.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         full = model.get_normalized_probs((out[0][:1], *out[1:]), log_probs=True)
-    return {"target": target, "target_log_probs": targets.float(), "log_probs": full.float()}
+        result = {"target": target, "target_log_probs": targets.float(), "log_probs": full.float()}
+        if case.get("stream"):
+            result["stream_target_log_probs"] = torch.cat([
+                target_log_probs(model, prev[:, cut], target[:, cut], stream=("golden", 0, step))
+                for step, cut in enumerate((slice(0, 4), slice(4, 8), slice(8, 12)))
+            ], dim=1).float()
+    return result
+
+
+def target_log_probs(model, tokens, target, **kw):
+    out = model(tokens, **kw)
+    lprobs = model.get_normalized_probs(out, log_probs=True, sample={"target": target})
+    return lprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)

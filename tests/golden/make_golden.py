@@ -3,7 +3,10 @@ with the dictionaries it was trained with and the log-probabilities it gives on 
 
 They pin what a checkpoint means: tests/test_golden.py loads each one strictly (through fairseq's own loader, which
 upgrades old layouts) and must score the same. Regenerate them only to add a case, never to make a test pass: a
-checkpoint written by an earlier version must keep loading. Usage: python tests/golden/make_golden.py
+checkpoint written by an earlier version must keep loading.
+
+Usage: python tests/golden/make_golden.py [CASE ...]   (every case of golden.CASES when none is named; write a new
+case alone, naming it, so that the cases already written are left as they are)
 """
 
 import gzip
@@ -45,11 +48,17 @@ def mt_corpus(root: Path) -> Path:
     return root / "bin"
 
 
-def main() -> None:
+def main(names=None) -> None:
+    names = list(names or CASES)
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown golden case(s) {', '.join(unknown)}; the cases are {', '.join(CASES)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = {"lm": lm_corpus(tmp / "lm"), "mt": mt_corpus(tmp / "mt")}
-        for name, case in CASES.items():
+        corpora = {"lm": lm_corpus, "mt": mt_corpus}
+        data = {kind: corpora[kind](tmp / kind) for kind in sorted({CASES[n]["data"] for n in names})}
+        for name in names:
+            case = CASES[name]
             out = HERE / name
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
@@ -71,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
