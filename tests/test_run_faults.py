@@ -13,7 +13,7 @@ from fairseq_cli import eval_lm, generate, train
 from fairseq_adaptive import fairseq_fixes
 from fairseq_adaptive.modules.define import define_layout
 
-from .helpers import LM_TRAIN, TINY_LM, USER_DIR, load_script, run_cli
+from .helpers import LM_TRAIN, TINY_LM, USER_DIR, build_lm, load_script, run_cli
 
 
 def train_run(data, save_dir, *extra, updates=3):
@@ -105,6 +105,15 @@ def test_fairseqs_commands_name_an_unreadable_checkpoint(lm_data, tmp_path, cont
     extra = ["--task", "language_modeling"] if command == "generate" else []
     with pytest.raises(ValueError, match=f"{path} (is empty|is not a checkpoint torch can read)"):
         run_cli(main, [lm_data, "--user-dir", USER_DIR, "--path", path, "--cpu", *extra])
+
+
+CUTOFF = ["--adaptive-input-cutoff", "50,100", "--adaptive-softmax-cutoff", "50,100"]
+
+
+def test_a_group_limit_the_rule_does_not_reach_is_named(caplog):
+    with caplog.at_level("INFO"):
+        build_lm("adaptive_lm_define_tiny", ["--define-max-groups", "16", *CUTOFF], vocab=200)
+    assert "--define-max-groups=16 with --define-layers=3: the group rule reaches 4 (groups 4, 2, 1)" in caplog.text
 
 
 def test_a_group_setting_the_rule_maps_to_another_is_refused():

@@ -7,6 +7,7 @@ decoder, ``--define-dim`` for a language model), the value, and the fix. Modules
 """
 
 import ast
+import logging
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
@@ -17,6 +18,7 @@ from ..modules.char_cnn import CharCNNOptions
 from ..modules.define import ACTIVATIONS, DefineOptions, define_layout
 from ..modules.vocab_layers import TIE_ALL, TIE_NONE, TIE_WEIGHTS, InputSpec, OutputSpec
 
+logger = logging.getLogger(__name__)
 AUTO = "auto"
 DEFINE_DEFAULTS = DefineOptions()
 
@@ -138,8 +140,14 @@ def _define(args, side: Side, width: int, model_dim: int, wide_input: bool) -> D
         )
     # the unit's own layout checks (group counts that split every width, k at least d, the transform and the
     # connection), before anything is built
-    define_layout(options.projected_width(model_dim), options.expand_dim, options.unit_width(model_dim),
-                  options.n_layers, options.max_groups, options.transform, options.connection)
+    layout = define_layout(options.projected_width(model_dim), options.expand_dim, options.unit_width(model_dim),
+                           options.n_layers, options.max_groups, options.transform, options.connection)
+    reached = max(spec.groups for spec in layout)
+    if options.transform == "hgt" and reached < options.max_groups:
+        # the released default (8 groups at N=3) is such a case: named, not refused
+        logger.info(f"--define-max-groups={options.max_groups} with --define-layers={options.n_layers}: the group rule "
+                    f"reaches {reached} (groups {', '.join(str(spec.groups) for spec in layout)}): the unit of "
+                    f"--define-max-groups={reached}")
     return options
 
 
