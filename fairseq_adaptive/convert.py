@@ -88,24 +88,28 @@ def convert_fairseq_lm_checkpoint(state: dict) -> dict:
 
 def convert_hf_transfo_xl_state(state: Dict[str, Tensor], config: dict) -> Dict[str, Tensor]:
     """A HuggingFace ``TransfoXLLMHeadModel`` state dict (transformers 4.35, the last with Transformer-XL; the one
-    fairseq's ``transformer_xl`` wraps) and its ``config.to_dict()`` -> the state dict of our ``txl_lm`` at the same
-    sizes, for ``load_state_dict`` (strict).
+    fairseq's ``transformer_xl`` wraps; the released ``transfo-xl-wt103``) and its config (``config.json``) -> the state
+    dict of our ``txl_lm`` at the same sizes, for ``load_state_dict`` (strict). :func:`transfo_xl_flags` gives the
+    flags that build it.
 
-    Ours is built with Transformer-XL's own vocabulary layers (``txl_wiki103_base``'s): ``--decoder-layers n_layer
-    --decoder-embed-dim d_model --decoder-attention-heads n_head --decoder-attention-head-dim d_head
-    --decoder-ffn-embed-dim d_inner --adaptive-softmax-cutoff <cutoffs>``, ``--mem-len``, ``--clamp-len`` and
-    ``--same-length`` as the config's, ``--decoder-normalize-before`` for ``pre_lnorm``, ``--shared-rel-bias`` where
-    ``untie_r`` is false. Only what those layers can hold converts: ``div_val`` 1, ``d_embed == d_model`` (no
-    projections), at least one cutoff, the softmax tied to the input table, ``attn_type`` 0.
+    - ``div_val`` 1 (``d_embed == d_model``): Transformer-XL's own layers as ``txl_wiki103_base`` has them, a plain
+      table and a clustered softmax tied to it at full width, a bias per word;
+    - ``div_val`` > 1 (the large model): an adaptive input whose band ``i`` is ``d_embed / div_val^i`` wide and
+      projected to ``d_model`` (``emb_layers``, ``emb_projs``), the adaptive softmax tied to it (word rows, and the
+      tails' projections: ``tie_projs = [False, True, ...]``), the head's own projection (``out_projs[0]``:
+      ``--adaptive-softmax-head-proj``), a bias per word, as ``txl_wiki103_large`` has them.
 
-    Vocabulary: ids are kept, HuggingFace's id ``i`` is our dictionary's index ``i``, as fairseq's ``transformer_xl``
-    feeds fairseq's token ids to the HuggingFace model unchanged (benchmarks/txl.py compares the two so): a table of
-    ``V`` rows needs a dictionary of ``V`` entries, whose first four are fairseq's special symbols.
+    Vocabulary: ids are kept, HuggingFace's id ``i`` is our dictionary's index ``i`` (fairseq's ``transformer_xl``
+    feeds fairseq's ids to the HuggingFace model unchanged; ``scripts/convert_transfo_xl.py`` permutes the rows for
+    a dictionary in fairseq's layout).
 
     | HuggingFace                                           | ours (under ``decoder.``)                     |
     |-------------------------------------------------------|-----------------------------------------------|
-    | transformer.word_emb.emb_layers.0.weight              | embed_tokens.embedding.weight (and the        |
-    |   (crit.out_layers.0.weight is the same, tied)        |   softmax's tied scorer.softmax.table)        |
+    | transformer.word_emb.emb_layers.0.weight (div_val 1;  | embed_tokens.embedding.weight (and the        |
+    |   crit.out_layers.0.weight is the same, tied)         |   softmax's tied scorer.softmax.table)        |
+    | transformer.word_emb.emb_layers.{i}.weight,           | embed_tokens.embedding.embeddings.{i}.0 / .1  |
+    |   emb_projs.{i} (div_val > 1)                         |   (and the softmax's tied word rows and tails)|
+    | crit.out_projs.0 (div_val > 1, transposed)            | scorer.softmax.head_proj.weight               |
     | transformer.layers.{i}.dec_attn.qkv_net / r_net /     | body.layers.{i}.attention.qkv / pos / out     |
     |   o_net (.weight)                                     |                                               |
     | transformer.layers.{i}.dec_attn.layer_norm            | body.layers.{i}.attention.norm                |
@@ -116,54 +120,100 @@ def convert_hf_transfo_xl_state(state: Dict[str, Tensor], config: dict) -> Dict[
     | crit.cluster_weight / crit.cluster_bias               | scorer.softmax.head_clusters / cluster_bias   |
     |   (head column cutoffs[0] + i - 1 is tail cluster i,  |   (tail clusters in the same order)           |
     |   as the model's forward reads it)                    |                                               |
-    | crit.out_layers.0.bias                                | scorer.softmax.word_bias                      |
+    | crit.out_layers.{i}.bias                              | scorer.softmax.word_bias (concatenated)       |
     | transformer.pos_emb.inv_freq                          | (not stored: ours computes the same sinusoid) |
     """
     import torch  # (this module's other converters need only tensors' methods)
 
     layers = int(config["n_layer"])
-    d_model = int(config["d_model"])
+    div_val = int(config.get("div_val", 1))
+    clusters = len(config.get("cutoffs") or [])
+    tie_projs = list(config.get("tie_projs") or [False] + [True] * clusters)
     problems = []
-    if int(config.get("div_val", 1)) != 1:
-        problems.append(f"div_val {config['div_val']} (ours: 1, every cluster at full width)")
-    if int(config.get("d_embed") or d_model) != d_model:
-        problems.append(f"d_embed {config['d_embed']} != d_model {d_model} (ours: no projections)")
-    if not config.get("cutoffs"):
+    if div_val == 1 and int(config.get("d_embed") or config["d_model"]) != int(config["d_model"]):
+        problems.append(f"div_val 1 with d_embed {config['d_embed']} != d_model {config['d_model']} (ours: no "
+                        f"projections at div_val 1)")
+    if not clusters:
         problems.append("no cutoffs (ours: Transformer-XL's clustered softmax)")
-    if not config.get("tie_word_embeddings", True):
-        problems.append("an untied softmax (ours: tied to the input table)")
+    if not config.get("tie_word_embeddings", config.get("tie_weight", True)):
+        problems.append("an untied softmax (ours: tied to the input layer)")
+    if div_val > 1 and (tie_projs[:1] != [False] or not all(tie_projs[1:])):
+        problems.append(f"tie_projs {tie_projs} (ours: [False] + [True] * clusters, as the original train.py sets)")
     if int(config.get("attn_type", 0)) != 0:
         problems.append(f"attn_type {config['attn_type']} (ours: 0, relative positions)")
     if problems:
         raise ValueError("this Transformer-XL does not convert to txl_lm: " + "; ".join(problems))
 
-    table = state["transformer.word_emb.emb_layers.0.weight"]
-    tied = state.get("crit.out_layers.0.weight")
-    if tied is not None and not (tied.shape == table.shape and bool((tied == table).all())):
-        raise ValueError("crit.out_layers.0.weight differs from the input table: an untied softmax does not convert")
-    out: Dict[str, Tensor] = {"decoder.embed_tokens.embedding.weight": table, "decoder.scorer.softmax.table": table}
+    used = {"transformer.pos_emb.inv_freq"}
+
+    def take(key: str) -> Tensor:
+        used.add(key)
+        return state[key]
+
+    def same(key: str, value: Tensor, what: str) -> None:
+        tied = state.get(key)
+        used.add(key)
+        if tied is not None and not (tied.shape == value.shape and bool((tied == value).all())):
+            raise ValueError(f"{key} differs from {what}: an untied softmax does not convert")
+
+    out: Dict[str, Tensor] = {}
+    if div_val == 1:
+        table = take("transformer.word_emb.emb_layers.0.weight")
+        same("crit.out_layers.0.weight", table, "the input table")
+        out.update({"decoder.embed_tokens.embedding.weight": table, "decoder.scorer.softmax.table": table})
+    else:
+        prefix, softmax = "decoder.embed_tokens.embedding.embeddings", "decoder.scorer.softmax"
+        for band in range(clusters + 1):
+            rows, proj = take(f"transformer.word_emb.emb_layers.{band}.weight"), take(
+                f"transformer.word_emb.emb_projs.{band}")
+            out[f"{prefix}.{band}.0.weight"], out[f"{prefix}.{band}.1.weight"] = rows, proj
+            same(f"crit.out_layers.{band}.weight", rows, f"emb_layers.{band}")
+            if band == 0:
+                out[f"{softmax}.head_words"] = rows
+                out[f"{softmax}.head_proj.weight"] = take("crit.out_projs.0").t().contiguous()
+            else:
+                same(f"crit.out_projs.{band}", proj, f"emb_projs.{band}")
+                out[f"{softmax}.tail.{band - 1}.words"], out[f"{softmax}.tail.{band - 1}.proj"] = rows, proj
     names = {"dec_attn.qkv_net.weight": "attention.qkv.weight", "dec_attn.r_net.weight": "attention.pos.weight",
              "dec_attn.o_net.weight": "attention.out.weight", "dec_attn.layer_norm.weight": "attention.norm.weight",
              "dec_attn.layer_norm.bias": "attention.norm.bias", "pos_ff.CoreNet.0.weight": "ffn.fc1.weight",
              "pos_ff.CoreNet.0.bias": "ffn.fc1.bias", "pos_ff.CoreNet.3.weight": "ffn.fc2.weight",
              "pos_ff.CoreNet.3.bias": "ffn.fc2.bias", "pos_ff.layer_norm.weight": "ffn.norm.weight",
              "pos_ff.layer_norm.bias": "ffn.norm.bias"}
-    used = {"transformer.word_emb.emb_layers.0.weight", "crit.out_layers.0.weight", "transformer.pos_emb.inv_freq"}
     for i in range(layers):
         for theirs, ours in names.items():
-            key = f"transformer.layers.{i}.{theirs}"
-            out[f"decoder.body.layers.{i}.{ours}"] = state[key]
-            used.add(key)
+            out[f"decoder.body.layers.{i}.{ours}"] = take(f"transformer.layers.{i}.{theirs}")
     for theirs, ours in (("r_w_bias", "u"), ("r_r_bias", "v")):
         keys = ([f"transformer.layers.{i}.dec_attn.{theirs}" for i in range(layers)] if config.get("untie_r", True)
                 else [f"transformer.{theirs}"])  # one pair per layer, or one shared pair
-        out[f"decoder.body.{ours}"] = torch.stack([state[k] for k in keys])
-        used.update(keys)
-    for theirs, ours in (("cluster_weight", "head_clusters"), ("cluster_bias", "cluster_bias"),
-                         ("out_layers.0.bias", "word_bias")):
-        out[f"decoder.scorer.softmax.{ours}"] = state[f"crit.{theirs}"]
-        used.add(f"crit.{theirs}")
+        out[f"decoder.body.{ours}"] = torch.stack([take(k) for k in keys])
+    out["decoder.scorer.softmax.head_clusters"] = take("crit.cluster_weight")
+    out["decoder.scorer.softmax.cluster_bias"] = take("crit.cluster_bias")
+    biases = [take(f"crit.out_layers.{band}.bias") for band in range(clusters + 1 if div_val > 1 else 1)]
+    out["decoder.scorer.softmax.word_bias"] = torch.cat(biases)
     left = sorted(set(state) - used)
     if left:
         raise KeyError(f"HuggingFace Transformer-XL entries with no place in txl_lm: {', '.join(left)}")
     return out
+
+
+def transfo_xl_flags(config: dict) -> list:
+    """The ``txl_lm`` flags that build the model a HuggingFace Transformer-XL config describes (on top of
+    ``--arch txl_wiki103_base`` for ``div_val`` 1, ``txl_wiki103_large`` otherwise), as strings."""
+    cutoff = ",".join(str(int(c)) for c in config["cutoffs"])
+    flags = ["--decoder-layers", config["n_layer"], "--decoder-embed-dim", config["d_model"],
+             "--decoder-attention-heads", config["n_head"], "--decoder-attention-head-dim", config["d_head"],
+             "--decoder-ffn-embed-dim", config["d_inner"], "--dropout", config.get("dropout", 0.1),
+             "--attention-dropout", config.get("dropatt", 0.0), "--mem-len", config.get("mem_len", 0),
+             "--clamp-len", config.get("clamp_len", -1), "--adaptive-softmax-cutoff", cutoff]
+    if int(config.get("div_val", 1)) > 1:
+        flags += ["--adaptive-input-cutoff", cutoff, "--adaptive-input-factor", config["div_val"],
+                  "--adaptive-softmax-factor", config["div_val"], "--decoder-input-dim",
+                  config.get("d_embed") or config["d_model"]]
+    if config.get("same_length"):
+        flags.append("--same-length")
+    if config.get("pre_lnorm"):
+        flags.append("--decoder-normalize-before")
+    if not config.get("untie_r", True):
+        flags.append("--shared-rel-bias")
+    return [str(f) for f in flags]

@@ -193,3 +193,8 @@ class VocabularyConfig:
     decoder_output_dim: Optional[int] = field(default=None, metadata={"help": "softmax input width"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(d)"})
     output_bias: bool = field(default=False, metadata={"help": "a learned bias per output word (Transformer-XL's)"})
+    adaptive_softmax_head_proj: bool = field(
+        default=False,
+        metadata={"help": "an own projection before the adaptive softmax's head, read by its words and its cluster "
+                          "logits (Transformer-XL's div_val > 1 layout: its untied out_projs[0], even at full width)"},
+    )

@@ -287,8 +287,13 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
         _check_tied_clusters(flags, side, tied_to)
     if tie != TIE_NONE:
         _check_tied_width(width, flags, side, tied_to)
+    head_proj = bool(_get(args, "adaptive_softmax_head_proj", False))
+    if head_proj and (flags.cutoff is None or (tie != TIE_NONE and not tied_to.adaptive)):
+        raise ValueError("--adaptive-softmax-head-proj projects the head of an adaptive softmax over its own or an "
+                         "adaptive input's word rows: give --adaptive-softmax-cutoff, and --adaptive-input where it is "
+                         "tied (Transformer-XL's div_val 1 clusters over a plain table have no head projection)")
     return OutputSpec(vocab, tied_to.model_dim, width, tuple(flags.cutoff) if flags.cutoff else None, flags.factor,
-                      flags.dropout, tie, bool(_get(args, "output_bias", False)))
+                      flags.dropout, tie, bool(_get(args, "output_bias", False)), head_proj)
 
 
 def _read_output_flags(args, vocab: int, side: Side, auto_cutoffs: AutoCutoffs, derived: List[str]) -> _OutputFlags:

@@ -15,6 +15,11 @@ Transformer-XL's clustered softmax (Dai et al. 2019, https://arxiv.org/abs/1901.
 ``factor=1`` tied to a plain ``V x d`` ``table``: every cluster scores at full width without a projection (``P_i`` is
 the identity), its words are rows of the input table, and ``bias`` adds a learned bias per word (and per cluster
 logit of the head) to the logits.
+
+Transformer-XL's layout for ``div_val`` > 1 (its large WikiText-103 model) is ``project_head``: the head reads an own
+projection ``P_0`` of the input, its words and its cluster logits alike (``log softmax([T_0; C] P_0 h)``), a projection
+the original code never ties (``tie_projs = [False] + [True] * len(cutoffs)``), even when the head is as wide as the
+model; the tails are as above, tied to the adaptive input's bands and projections.
 """
 
 from typing import Optional, Sequence, Tuple
@@ -82,6 +87,7 @@ class AdaptiveSoftmax(VocabularySoftmax):
         tie_proj: bool = False,
         table: Optional[nn.Parameter] = None,
         bias: bool = False,
+        project_head: bool = False,
     ):
         super().__init__()
         self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
@@ -104,7 +110,11 @@ class AdaptiveSoftmax(VocabularySoftmax):
         # Every band's word rows and projection are decided (and, where this layer owns them, initialised: Xavier-
         # uniform, fairseq's choice) here, once; tied ones keep the input's initialisation. Registration and
         # initialisation follow earlier versions' order, so a seed initialises the layer as it did.
+        if project_head and table is not None:
+            raise ValueError("a head projection needs the head's own or an adaptive input's word rows, not a plain "
+                             "table's (Transformer-XL's div_val 1 has none)")
         self.head_proj: Optional[nn.Linear] = None
+        self.project_head = project_head  # the head's cluster logits read the projection too
         self.table = table
         if table is not None:
             self.head_words = None
@@ -112,10 +122,12 @@ class AdaptiveSoftmax(VocabularySoftmax):
             self.head_words = nn.Parameter(torch.empty(self.cutoff[0], input_dim))
         else:
             self.head_words = adaptive_input.weights_for_band(0)[0]
-            if self.head_words.shape[1] != input_dim:
-                # The head band is narrower than the model: an own (untied) projection, as in fairseq.
-                self.head_proj = nn.Linear(input_dim, self.head_words.shape[1], bias=False)
-        self.head_clusters = nn.Parameter(torch.empty(self.n_clusters, input_dim))
+        head_dim = input_dim if self.head_words is None else self.head_words.shape[1]
+        if project_head or head_dim != input_dim:
+            # the head band narrower than the model (an own, untied projection for its words, as in fairseq), or
+            # asked for (Transformer-XL's: words and clusters read it)
+            self.head_proj = nn.Linear(input_dim, head_dim, bias=False)
+        self.head_clusters = nn.Parameter(torch.empty(self.n_clusters, head_dim if project_head else input_dim))
         nn.init.xavier_uniform_(self.head_clusters)
         if self.head_proj is not None:
             nn.init.xavier_uniform_(self.head_proj.weight)
@@ -168,9 +180,10 @@ class AdaptiveSoftmax(VocabularySoftmax):
     def head_segments(self, x: Tensor) -> Tuple[Tuple[Tensor, ...], Tuple[Tensor, ...]]:
         """The head as :func:`linear_cross_entropy` segments (the one place it is assembled): its word rows, then its
         cluster rows, on ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the
-        model)."""
-        if self.head_proj is None:
-            return (x,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
+        model; both on it with ``project_head``)."""
+        if self.head_proj is None or self.project_head:
+            h = x if self.head_proj is None else self.head_proj(x)
+            return (h,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
         return (self.head_proj(x), x), (self.word_rows(0), self.head_clusters)
 
     def head(self, x: Tensor) -> Tensor:

@@ -67,7 +67,8 @@ class OutputSpec:
     """``model_dim`` features -> scores over the vocabulary: an m -> ``width`` projection when they differ, then a full
     softmax (``cutoff`` None) or an adaptive softmax with clusters at ``cutoff`` shrinking by ``factor``, tail
     ``dropout``, tied to the input layer as ``tie`` says (see the module docstring), with a bias per word when
-    ``bias``."""
+    ``bias``. ``head_proj``: the head reads an own projection of the features, its words and its cluster logits
+    alike (Transformer-XL's ``div_val`` > 1 layout, whose head projection is never tied, even at full width)."""
 
     vocab_size: int
     model_dim: int
@@ -77,6 +78,7 @@ class OutputSpec:
     dropout: float = 0.0
     tie: str = TIE_NONE
     bias: bool = False
+    head_proj: bool = False  # an own projection before the head, for its words and its cluster logits
 
     @property
     def adaptive(self) -> bool:
@@ -235,7 +237,8 @@ def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Score
         plain = table is not None and not embedder.spec.adaptive  # Transformer-XL's clusters over a plain table
         softmax = AdaptiveSoftmax(spec.vocab_size, spec.width, spec.cutoff, dropout=spec.dropout, factor=spec.factor,
                                   adaptive_input=None if plain else table, tie_proj=spec.tie == TIE_ALL,
-                                  table=table.weight if plain else None, bias=spec.bias)
+                                  table=table.weight if plain else None, bias=spec.bias,
+                                  project_head=spec.head_proj)
     else:
         softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None, spec.bias)
     if not project_first and spec.width != spec.model_dim:
