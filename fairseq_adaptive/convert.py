@@ -15,7 +15,7 @@ the decoder's embedder and scorer (``modules/vocab_layers.upgrade_state_dict``):
 """
 
 import re
-from typing import Dict
+from typing import Dict, Optional
 
 from torch import Tensor
 
@@ -146,8 +146,12 @@ def convert_hf_transfo_xl_state(state: Dict[str, Tensor], config: dict) -> Dict[
 
     used = {"transformer.pos_emb.inv_freq"}
 
-    def take(key: str) -> Tensor:
+    def take(key: str, twin: Optional[str] = None) -> Tensor:
+        """``state[key]``, or its tied ``twin`` where the file holds tied tensors once (safetensors)."""
         used.add(key)
+        if key not in state and twin is not None and twin in state:
+            used.add(twin)
+            return state[twin]
         return state[key]
 
     def same(key: str, value: Tensor, what: str) -> None:
@@ -158,14 +162,14 @@ def convert_hf_transfo_xl_state(state: Dict[str, Tensor], config: dict) -> Dict[
 
     out: Dict[str, Tensor] = {}
     if div_val == 1:
-        table = take("transformer.word_emb.emb_layers.0.weight")
+        table = take("transformer.word_emb.emb_layers.0.weight", "crit.out_layers.0.weight")
         same("crit.out_layers.0.weight", table, "the input table")
         out.update({"decoder.embed_tokens.embedding.weight": table, "decoder.scorer.softmax.table": table})
     else:
         prefix, softmax = "decoder.embed_tokens.embedding.embeddings", "decoder.scorer.softmax"
         for band in range(clusters + 1):
-            rows, proj = take(f"transformer.word_emb.emb_layers.{band}.weight"), take(
-                f"transformer.word_emb.emb_projs.{band}")
+            rows = take(f"transformer.word_emb.emb_layers.{band}.weight", f"crit.out_layers.{band}.weight")
+            proj = take(f"transformer.word_emb.emb_projs.{band}", f"crit.out_projs.{band}" if band else None)
             out[f"{prefix}.{band}.0.weight"], out[f"{prefix}.{band}.1.weight"] = rows, proj
             same(f"crit.out_layers.{band}.weight", rows, f"emb_layers.{band}")
             if band == 0:
