@@ -3,6 +3,8 @@
 (``transformer_lm`` with tied adaptive input / softmax, as ``transformer_lm_wiki103``) scored by fairseq, then the
 same weights converted to ``adaptive_lm`` (scripts/convert_fairseq_checkpoint.py) scored through our target-only
 path. The weights come from a few updates on the data (speed does not depend on them); the perplexities must agree.
+The training and the conversion run in this process (fairseq-train's and the script's own functions), each
+fairseq-eval-lm in a process of its own (``python -m fairseq_cli.eval_lm``).
 
   python benchmarks/eval_lm.py                     # CPU: the bundled corpus, 2 blocks, d=256
   python benchmarks/eval_lm.py --device cuda --data data-bin/wikitext-103 --layers 16 --dim 1024 --ffn 4096 \
@@ -10,11 +12,15 @@ path. The weights come from a few updates on the data (speed does not depend on 
 """
 
 import argparse
+import importlib.util
 import json
+import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 from common import print_table  # same folder
 
@@ -28,6 +34,29 @@ def run(cmd):
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(map(str, cmd))}\n{done.stderr[-3000:]}")
     return done.stdout + done.stderr
+
+
+def train_in_process(argv):
+    """fairseq-train's console entry point, here; its log (stdout) goes to stderr, as this script's table is stdout."""
+    from fairseq_cli import train
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+    old, sys.argv = sys.argv, ["fairseq-train", *map(str, argv)]
+    try:
+        train.cli_main()
+    finally:
+        sys.argv = old
+    torch.cuda.empty_cache()  # (no-op without CUDA) the evaluations run in processes of their own, beside this one
+
+
+def convert(fairseq_ckpt: Path, ours_ckpt: Path) -> None:
+    spec = importlib.util.spec_from_file_location("convert_fairseq_checkpoint",
+                                                  ROOT / "scripts" / "convert_fairseq_checkpoint.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main([str(fairseq_ckpt), str(ours_ckpt)])
 
 
 def main():
@@ -55,23 +84,25 @@ def main():
     precision = ["--fp16"] if args.fp16 else []
     fairseq_ckpt, ours_ckpt = work / "fairseq" / "checkpoint_last.pt", work / "ours.pt"
     if not fairseq_ckpt.exists():
-        run(["fairseq-train", data, *device, *precision, "--task", "language_modeling", "--arch", "transformer_lm",
-             "--decoder-layers", args.layers, "--decoder-embed-dim", args.dim, "--decoder-input-dim", args.dim,
-             "--decoder-output-dim", args.dim, "--decoder-ffn-embed-dim", args.ffn,
-             "--decoder-attention-heads", args.heads, "--adaptive-input", "--adaptive-input-cutoff", args.cutoff,
-             "--adaptive-softmax-cutoff", args.cutoff, "--tie-adaptive-weights", "--tie-adaptive-proj",
-             "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp", "--optimizer", "adam", "--lr", "0.001",
-             "--tokens-per-sample", args.tokens_per_sample, "--max-tokens", args.max_tokens, "--max-update", 20,
-             "--save-dir", fairseq_ckpt.parent, "--no-epoch-checkpoints", "--disable-validation"])
+        train_in_process([
+            data, *device, *precision, "--task", "language_modeling", "--arch", "transformer_lm",
+            "--decoder-layers", args.layers, "--decoder-embed-dim", args.dim, "--decoder-input-dim", args.dim,
+            "--decoder-output-dim", args.dim, "--decoder-ffn-embed-dim", args.ffn,
+            "--decoder-attention-heads", args.heads, "--adaptive-input", "--adaptive-input-cutoff", args.cutoff,
+            "--adaptive-softmax-cutoff", args.cutoff, "--tie-adaptive-weights", "--tie-adaptive-proj",
+            "--criterion", "adaptive_loss", "--ddp-backend", "legacy_ddp", "--optimizer", "adam", "--lr", "0.001",
+            "--tokens-per-sample", args.tokens_per_sample, "--max-tokens", args.max_tokens, "--max-update", 20,
+            "--save-dir", fairseq_ckpt.parent, "--no-epoch-checkpoints", "--disable-validation",
+            "--no-save-optimizer-state", "--num-workers", 0])
     if ours_ckpt.exists():
         ours_ckpt.unlink()
-    run([sys.executable, ROOT / "scripts" / "convert_fairseq_checkpoint.py", fairseq_ckpt, ours_ckpt])
+    convert(fairseq_ckpt, ours_ckpt)
     rows = []
     for name, ckpt in (("fairseq built-in adaptive LM", fairseq_ckpt), ("ours (converted, target-only scoring)",
                                                                           ours_ckpt)):
-        out = run(["fairseq-eval-lm", data, "--user-dir", ROOT / "fairseq_adaptive", *device, *precision,
-                   "--path", ckpt, "--gen-subset", "test", "--tokens-per-sample", args.tokens_per_sample,
-                   "--max-tokens", args.max_tokens, "--context-window", args.context_window])
+        out = run([sys.executable, "-m", "fairseq_cli.eval_lm", data, "--user-dir", ROOT / "fairseq_adaptive",
+                   *device, *precision, "--path", ckpt, "--gen-subset", "test", "--tokens-per-sample",
+                   args.tokens_per_sample, "--max-tokens", args.max_tokens, "--context-window", args.context_window])
         n, secs, speed = _SPEED.search(out).groups()
         loss, ppl = _PPL.search(out).groups()
         rows.append({"impl": name, "tokens": int(n.replace(",", "")), "seconds": float(secs),

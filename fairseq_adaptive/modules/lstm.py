@@ -66,9 +66,13 @@ class LSTMStack(nn.Module):
         else:
             state = (state[0].unsqueeze(0), state[1].unsqueeze(0))
         if self.weight_drop > 0 and self.training:
-            # DropConnect: the fused kernel with a dropped copy of the hidden-to-hidden weights (one mask per call)
-            weights = [layer.weight_ih_l0, F.dropout(layer.weight_hh_l0, self.weight_drop, True), layer.bias_ih_l0,
-                       layer.bias_hh_l0]
+            # DropConnect: the fused kernel with a dropped copy of the hidden-to-hidden weights (one mask per call).
+            # The four tensors are views of one buffer in the layer's own order, which cuDNN takes as its flat weight
+            # buffer as it is: separate tensors would make it warn and copy every weight on every call
+            parts = [layer.weight_ih_l0, F.dropout(layer.weight_hh_l0, self.weight_drop, True), layer.bias_ih_l0,
+                     layer.bias_hh_l0]
+            flat = torch.cat([p.reshape(-1) for p in parts])
+            weights = [w.view_as(p) for w, p in zip(flat.split([p.numel() for p in parts]), parts)]
             out, h, c = torch.lstm(x, state, weights, True, 1, 0.0, True, False, True)
         else:
             out, (h, c) = layer(x, state)
