@@ -81,6 +81,8 @@ TXL_PAPER = [
 LSTM_PAPER = [
     ("Table 1a R1: standard, n=256", "lstm_wiki103_std", [], TXL_VOCAB, "0 / 23.36 / 68.81 / 92.17", "44.12"),
     ("Table 1a R2: adaptive, n=256", "lstm_wiki103_adaptive", [], TXL_VOCAB, "0 / 23.36 / 9.25 / 32.61", "44.87"),
+    ("Table 1a R2, first band unprojected", "lstm_wiki103_adaptive", ["--adaptive-input-no-square-proj"], TXL_VOCAB,
+     "0 / 23.36 / 9.25 / 32.61", "44.87"),
     ("Table 1a R3: adaptive + DeFINE, N=3, n=256", "lstm_wiki103_define_n256", [], TXL_VOCAB,
      "0.41 / 23.36 / 9.25 / 33.02", "41.17"),
     ("Table 1a R4: adaptive + DeFINE, N=7, n=384", "lstm_wiki103_define_n384", [], TXL_VOCAB,

@@ -275,3 +275,20 @@ def test_the_chunk_flag_is_gone_with_a_clear_error(lm_data):
 
     with pytest.raises(ValueError, match="--adaptive-softmax-chunk=64 was removed.*drop the flag"):
         build_lm("adaptive_lm_tiny", ["--adaptive-softmax-chunk", "64"], data=lm_data)
+
+
+def test_adaptive_input_can_read_a_square_first_band_as_it_is():
+    """``square_proj=False`` (DeFINE's Table 1a R2 count): the first band, as wide as the output, has no projection;
+    its tokens come out as their table rows, the other bands' through their projections as before."""
+    torch.manual_seed(0)
+    emb = AdaptiveInput(100, 1, 16, 2.0, 16, [20, 60], square_proj=False)
+    assert sum(p.numel() for p in emb.parameters()) == 20 * 16 + 40 * 8 + 40 * 4 + 16 * 8 + 16 * 4
+    tokens = torch.tensor([[5, 30, 70]])
+    out = emb(tokens)
+    table0, proj0 = emb.weights_for_band(0)
+    table1, proj1 = emb.weights_for_band(1)
+    assert proj0 is None
+    torch.testing.assert_close(out[0, 0], table0[5])
+    torch.testing.assert_close(out[0, 1], proj1 @ table1[10])
+    with pytest.raises(ValueError, match="no square projection to leave out"):
+        AdaptiveInput(100, 1, 16, 2.0, 32, [20, 60], square_proj=False)

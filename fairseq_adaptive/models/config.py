@@ -193,6 +193,11 @@ class VocabularyConfig:
     decoder_output_dim: Optional[int] = field(default=None, metadata={"help": "softmax input width"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(d)"})
     output_bias: bool = field(default=False, metadata={"help": "a learned bias per output word (Transformer-XL's)"})
+    adaptive_input_no_square_proj: bool = field(
+        default=False,
+        metadata={"help": "no projection for an adaptive input's first band when it is as wide as its output (fairseq "
+                          "projects it; DeFINE's Table 1a R2 counts none)"},
+    )
     adaptive_softmax_head_proj: bool = field(
         default=False,
         metadata={"help": "an own projection before the adaptive softmax's head, read by its words and its cluster "

@@ -199,8 +199,13 @@ def describe(args, dictionary, side: Side = LM, auto_cutoffs: AutoCutoffs = None
         band_dims(width, factor, len(cutoff) + 1, "--adaptive-input-factor")
     define = _define(args, side, width, model_dim, wide_input) if define_dim is not None else None
     chars = character_cnn(args, side, adaptive, define_dim, input_dim, model_dim)
+    square_proj = not _get(args, "adaptive_input_no_square_proj", False)
+    if not square_proj and (not adaptive or (define is None and width != model_dim)):
+        raise ValueError(f"--adaptive-input-no-square-proj leaves out the projection of an adaptive input's first band "
+                         f"when it is as wide as the band's output: it needs {flag(side.adaptive_input)} with a first "
+                         f"band of {flag(side.model_dim)} ({model_dim}; now {width})")
     spec = InputSpec(vocab, dictionary.pad(), model_dim, width, tuple(cutoff) if cutoff else None, factor, define,
-                     not _get(args, "no_scale_embedding", False), chars)
+                     not _get(args, "no_scale_embedding", False), chars, square_proj)
     output = _describe_output(args, vocab, side, spec, auto_cutoffs, derived) if side.scores else None
     if spec.adaptive or (output is not None and output.adaptive):
         check_frequency_sorted(dictionary, dict_file)

@@ -10,7 +10,7 @@ Parameter names match fairseq's ``fairseq.modules.AdaptiveInput`` (``embeddings.
 ``embeddings.{i}.1`` its projection) so that checkpoints convert by renaming nothing.
 """
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ class AdaptiveInput(nn.Module):
         factor: float,
         output_dim: int,
         cutoff: Sequence[int],
+        square_proj: bool = True,
     ):
         super().__init__()
         self.cutoff = check_cutoff(cutoff, vocab_size)
@@ -77,11 +78,15 @@ class AdaptiveInput(nn.Module):
         self.embedding_dim = output_dim  # fairseq's decoder reads this to size its input projection
         self.factor = factor
         self.dims = band_dims(initial_dim, factor, len(self.cutoff))
+        if not square_proj and self.dims[0] != output_dim:
+            raise ValueError(f"the first band is {self.dims[0]} wide and the output {output_dim}: it has no square "
+                             f"projection to leave out")
         self.embeddings = nn.ModuleList(
             nn.Sequential(
                 # Only the first band holds the padding symbol; its row stays zero and gets no gradient.
                 nn.Embedding(end - start, dim, padding_idx=padding_idx if i == 0 else None),
-                nn.Linear(dim, output_dim, bias=False),
+                # (without square_proj the first band, as wide as the output, is read as it is: an identity)
+                nn.Linear(dim, output_dim, bias=False) if i or square_proj else nn.Identity(),
             )
             for i, (start, end, dim) in enumerate(zip([0] + self.cutoff[:-1], self.cutoff, self.dims))
         )
@@ -93,13 +98,23 @@ class AdaptiveInput(nn.Module):
         # alone, where the padding symbol lives, so no rare word starts at zero.
         for emb, proj in self.embeddings:
             nn.init.normal_(emb.weight, mean=0.0, std=emb.weight.shape[1] ** -0.5)
-            nn.init.xavier_uniform_(proj.weight)
+            if isinstance(proj, nn.Linear):
+                nn.init.xavier_uniform_(proj.weight)
         with torch.no_grad():
             self.embeddings[0][0].weight[self.padding_idx].zero_()
 
-    def weights_for_band(self, band: int) -> Tuple[nn.Parameter, nn.Parameter]:
-        """The tying hook: band ``band``'s embedding table (|band| x dim) and projection (output_dim x dim)."""
-        return self.embeddings[band][0].weight, self.embeddings[band][1].weight
+    def weights_for_band(self, band: int) -> Tuple[nn.Parameter, Optional[nn.Parameter]]:
+        """The tying hook: band ``band``'s embedding table (|band| x dim) and projection (output_dim x dim; None for a
+        first band read as it is)."""
+        return self.embeddings[band][0].weight, getattr(self.embeddings[band][1], "weight", None)
+
+    def projection(self, band: int) -> Tensor:
+        """Band ``band``'s projection as a matrix (``output_dim x dim``; the identity where the band has none)."""
+        weight = self.weights_for_band(band)[1]
+        if weight is not None:
+            return weight
+        table = self.embeddings[band][0].weight
+        return torch.eye(self.dims[band], device=table.device, dtype=table.dtype)
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``tokens``: B x T (any shape) of indices -> B x T x output_dim."""
@@ -111,5 +126,5 @@ class AdaptiveInput(nn.Module):
             inside = (tokens >= start) & (tokens < end)
             looked_up = emb((tokens - start).clamp(0, end - start - 1))
             pieces.append(looked_up * inside.unsqueeze(-1).to(looked_up.dtype))
-        weight = torch.cat([proj.weight for _, proj in self.embeddings], dim=1)
+        weight = torch.cat([self.projection(i) for i in range(len(self.embeddings))], dim=1)
         return F.linear(torch.cat(pieces, dim=-1), weight)

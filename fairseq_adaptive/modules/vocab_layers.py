@@ -51,6 +51,7 @@ class InputSpec:
     define: Optional[DefineOptions] = None
     scale_embedding: bool = True
     char_cnn: Optional[CharCNNOptions] = None  # word vectors from their characters (then nothing else applies)
+    square_proj: bool = True  # an adaptive input's first band, as wide as its output, still projected (fairseq's)
 
     @property
     def adaptive(self) -> bool:
@@ -150,7 +151,8 @@ def build_embedder(spec: InputSpec, dictionary=None) -> Embedder:
         return Embedder(spec, chars, math.sqrt(m) if spec.scale_embedding else 1.0, None)
     if spec.adaptive:
         # without DeFINE the bands project to m themselves; under DeFINE to n, where DeFINE starts
-        table = AdaptiveInput(spec.vocab_size, spec.padding_idx, n, spec.factor, n if spec.define else m, spec.cutoff)
+        table = AdaptiveInput(spec.vocab_size, spec.padding_idx, n, spec.factor, n if spec.define else m, spec.cutoff,
+                              square_proj=spec.square_proj)
     else:
         table = nn.Embedding(spec.vocab_size, n, padding_idx=spec.padding_idx)
         nn.init.normal_(table.weight, mean=0, std=n**-0.5)  # fairseq's Embedding
