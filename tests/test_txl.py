@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from fairseq_cli import interactive, train
 
-from fairseq_adaptive.models.counting import count_parameters
+from fairseq_adaptive.models.counting import build_arch, count_parameters, dictionary_of_size
 from fairseq_adaptive.models.txl_lm import TransformerXLLanguageModel
 from fairseq_adaptive.modules.adaptive_softmax import AdaptiveSoftmax
 from fairseq_adaptive.modules.transformer_xl import (
@@ -286,3 +286,39 @@ def test_resume_continues_the_stream(lm_data, tmp_path):
     for name, w in a.items():
         torch.testing.assert_close(w, b[name], atol=1e-6, rtol=1e-5, msg=name)
     assert max((a[k] - halfway[k]).abs().max().item() for k in a) > 1e-3
+
+
+TIE_PROJS = ["--decoder-input-dim", "16", "--adaptive-softmax-cutoff", "50,100", "--adaptive-softmax-factor", "1",
+             "--tie-adaptive-weights", "--output-bias"]
+
+
+@pytest.mark.parametrize("setting", ["0,1,1", "1,0,0"])
+def test_tie_projs_gives_each_cluster_the_input_projection_or_its_own(setting):
+    """Transformer-XL's tie_projs over a plain table narrower than the model: a cluster marked 1 reads the input
+    table's projection (the same parameter, transposed), one marked 0 its own; no shared projection before the
+    softmax; every distribution still sums to 1."""
+    model, _ = build_arch("txl_tiny", dictionary_of_size(200), [*TIE_PROJS, "--tie-projs", setting])
+    decoder = model.decoder
+    projection = decoder.embed_tokens.project.weight
+    softmax = decoder.scorer.softmax
+    assert decoder.scorer.project is None
+    tied = [flag == "1" for flag in setting.split(",")]
+    assert (softmax.input_proj is projection) == tied[0] and (softmax.head_proj is None) == tied[0]
+    for tail, is_tied in zip(softmax.tail, tied[1:]):
+        assert (tail.proj is projection) == is_tied and tail.proj_transposed == is_tied
+    own = sum(not t for t in tied)
+    plain, _ = build_arch("txl_tiny", dictionary_of_size(200), TIE_PROJS)
+    assert count_parameters(model) - count_parameters(plain) == (own - 1) * 16 * 32
+    with torch.no_grad():
+        probs = decoder.get_normalized_probs(decoder(torch.randint(4, 200, (2, 5))), log_probs=True).exp()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("flags, message", [
+    ([*TIE_PROJS, "--tie-projs", "0,1"], "one entry per softmax cluster, head first \\(3 for"),
+    ([*TIE_PROJS, "--tie-projs", "0,2,1"], "give 0 or 1 per softmax cluster"),
+    ([*TIE_PROJS[2:], "--tie-projs", "0,1,1"], "has no such projection"),
+])
+def test_tie_projs_is_checked(flags, message):
+    with pytest.raises(ValueError, match=message):
+        build_arch("txl_tiny", dictionary_of_size(200), flags)

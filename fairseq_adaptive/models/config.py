@@ -193,6 +193,12 @@ class VocabularyConfig:
     decoder_output_dim: Optional[int] = field(default=None, metadata={"help": "softmax input width"})
     no_scale_embedding: bool = field(default=False, metadata={"help": "do not scale embeddings by sqrt(d)"})
     output_bias: bool = field(default=False, metadata={"help": "a learned bias per output word (Transformer-XL's)"})
+    tie_projs: Optional[str] = field(
+        default=None,
+        metadata={"help": "a clustered softmax tied to a plain table narrower than the model: per cluster, head first, "
+                          "1 to read the table's input projection, 0 for its own (Transformer-XL's tie_projs; its "
+                          "train.py sets 0,1,1,1 on WikiText-103). Unset: one projection before the softmax, shared"},
+    )
     adaptive_input_no_square_proj: bool = field(
         default=False,
         metadata={"help": "no projection for an adaptive input's first band when it is as wide as its output (fairseq "

@@ -292,13 +292,35 @@ def _describe_output(args, vocab: int, side: Side, tied_to: InputSpec, auto_cuto
         _check_tied_clusters(flags, side, tied_to)
     if tie != TIE_NONE:
         _check_tied_width(width, flags, side, tied_to)
+    cluster_projs = _cluster_projs(args, flags, tie, tied_to, width)
     head_proj = bool(_get(args, "adaptive_softmax_head_proj", False))
     if head_proj and (flags.cutoff is None or (tie != TIE_NONE and not tied_to.adaptive)):
         raise ValueError("--adaptive-softmax-head-proj projects the head of an adaptive softmax over its own or an "
                          "adaptive input's word rows: give --adaptive-softmax-cutoff, and --adaptive-input where it is "
                          "tied (Transformer-XL's div_val 1 clusters over a plain table have no head projection)")
     return OutputSpec(vocab, tied_to.model_dim, width, tuple(flags.cutoff) if flags.cutoff else None, flags.factor,
-                      flags.dropout, tie, bool(_get(args, "output_bias", False)), head_proj)
+                      flags.dropout, tie, bool(_get(args, "output_bias", False)), head_proj, cluster_projs)
+
+
+def _cluster_projs(args, flags: _OutputFlags, tie: str, tied_to: InputSpec, width: int) -> Optional[Tuple[bool, ...]]:
+    """``--tie-projs``: per cluster, head first, whether it reads the plain input table's projection (1) or its own
+    (0); only where the clusters are tied to a plain table narrower than the model (which it projects)."""
+    raw = _get(args, "tie_projs", None)
+    if raw in (None, ""):
+        return None
+    items = [x.strip() for x in str(raw).split(",")]
+    if any(x not in ("0", "1") for x in items):
+        raise ValueError(f"--tie-projs={raw!r}: give 0 or 1 per softmax cluster, head first, e.g. 0,1,1,1")
+    plain_narrower = (tie != TIE_NONE and flags.cutoff is not None and not tied_to.adaptive
+                      and tied_to.define is None and tied_to.char_cnn is None and width != tied_to.model_dim)
+    if not plain_narrower:
+        raise ValueError("--tie-projs chooses each cluster's projection for a clustered softmax tied to a plain table "
+                         "narrower than the model (--decoder-input-dim below --decoder-embed-dim, "
+                         "--tie-adaptive-weights, --adaptive-softmax-factor 1): this model has no such projection")
+    if len(items) != len(flags.cutoff) + 1:
+        raise ValueError(f"--tie-projs={raw}: one entry per softmax cluster, head first ({len(flags.cutoff) + 1} for "
+                         f"--adaptive-softmax-cutoff {','.join(map(str, flags.cutoff))})")
+    return tuple(x == "1" for x in items)
 
 
 def _read_output_flags(args, vocab: int, side: Side, auto_cutoffs: AutoCutoffs, derived: List[str]) -> _OutputFlags:

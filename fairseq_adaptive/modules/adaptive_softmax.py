@@ -88,6 +88,8 @@ class AdaptiveSoftmax(VocabularySoftmax):
         table: Optional[nn.Parameter] = None,
         bias: bool = False,
         project_head: bool = False,
+        cluster_projs: Optional[Sequence[bool]] = None,
+        input_proj: Optional[nn.Parameter] = None,
     ):
         super().__init__()
         self.cutoff = check_cutoff(cutoff, vocab_size, flag="--adaptive-softmax-cutoff")
@@ -102,15 +104,26 @@ class AdaptiveSoftmax(VocabularySoftmax):
             )
         if tie_proj and adaptive_input is None:
             raise ValueError("--tie-adaptive-proj needs --tie-adaptive-weights (an adaptive input to tie to)")
+        if cluster_projs is not None and (table is None or input_proj is None or len(cluster_projs) != len(self.cutoff)
+                                          or tuple(input_proj.shape[:1]) != (input_dim,)):
+            raise ValueError(f"per-cluster projections (--tie-projs) need a plain table narrower than the model, its "
+                             f"projection to {input_dim}, and one entry per cluster, head first ({len(self.cutoff)})")
+        table_dim = input_dim if cluster_projs is None else input_proj.shape[1]
         if table is not None and (adaptive_input is not None or factor != 1 or tuple(table.shape) != (vocab_size,
-                                                                                                       input_dim)):
+                                                                                                       table_dim)):
             raise ValueError(f"a clustered softmax tied to a plain table needs factor 1 and a {vocab_size} x "
-                             f"{input_dim} table (got factor {factor}, {tuple(table.shape)})")
+                             f"{table_dim} table (got factor {factor}, {tuple(table.shape)})")
+        # Transformer-XL's projections over a plain table narrower than the model (its div_val 1 with d_embed < d_model):
+        # each cluster reads the input table's projection (transposed: True) or its own (False), the head's words and
+        # cluster logits alike
+        self.cluster_projs = None if cluster_projs is None else tuple(bool(t) for t in cluster_projs)
+        self.input_proj = input_proj if self.cluster_projs is not None and self.cluster_projs[0] else None
+        project_head = project_head or self.cluster_projs is not None
         self.tied = adaptive_input is not None or table is not None
         # Every band's word rows and projection are decided (and, where this layer owns them, initialised: Xavier-
         # uniform, fairseq's choice) here, once; tied ones keep the input's initialisation. Registration and
         # initialisation follow earlier versions' order, so a seed initialises the layer as it did.
-        if project_head and table is not None:
+        if project_head and table is not None and self.cluster_projs is None:
             raise ValueError("a head projection needs the head's own or an adaptive input's word rows, not a plain "
                              "table's (Transformer-XL's div_val 1 has none)")
         self.head_proj: Optional[nn.Linear] = None
@@ -122,8 +135,8 @@ class AdaptiveSoftmax(VocabularySoftmax):
             self.head_words = nn.Parameter(torch.empty(self.cutoff[0], input_dim))
         else:
             self.head_words = adaptive_input.weights_for_band(0)[0]
-        head_dim = input_dim if self.head_words is None else self.head_words.shape[1]
-        if project_head or head_dim != input_dim:
+        head_dim = table_dim if self.head_words is None else self.head_words.shape[1]
+        if (project_head or head_dim != input_dim) and self.input_proj is None:
             # the head band narrower than the model (an own, untied projection for its words, as in fairseq), or
             # asked for (Transformer-XL's: words and clusters read it)
             self.head_proj = nn.Linear(input_dim, head_dim, bias=False)
@@ -136,16 +149,21 @@ class AdaptiveSoftmax(VocabularySoftmax):
 
         dims = band_dims(input_dim, factor, len(self.cutoff), flag="--adaptive-softmax-factor")[1:]
         self.tail = nn.ModuleList(
-            self._tail_cluster(i + 1, dim, adaptive_input, tie_proj) for i, dim in enumerate(dims)
+            self._tail_cluster(i + 1, dim, adaptive_input, tie_proj, input_proj) for i, dim in enumerate(dims)
         )
         # Transformer-XL's output biases: one per word, one per cluster logit of the head (zeros, as there)
         self.word_bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
         self.cluster_bias = nn.Parameter(torch.zeros(self.n_clusters)) if bias else None
 
-    def _tail_cluster(self, band: int, dim: int, adaptive_input: Optional[AdaptiveInput],
-                      tie_proj: bool) -> TailCluster:
+    def _tail_cluster(self, band: int, dim: int, adaptive_input: Optional[AdaptiveInput], tie_proj: bool,
+                      input_proj: Optional[nn.Parameter]) -> TailCluster:
         """The cluster of ``band`` (``dim`` wide): its word rows and projection, own or an adaptive input's, or
-        neither (rows of the plain table, at full width)."""
+        neither (rows of the plain table, at full width), or rows of the plain table with its own projection or the
+        table's input projection (``cluster_projs``)."""
+        if self.table is not None and self.cluster_projs is not None:
+            if self.cluster_projs[band]:
+                return TailCluster(input_proj, True, None, self.dropout)
+            return TailCluster(_xavier_parameter(self.table.shape[1], self.input_dim), False, None, self.dropout)
         if self.table is not None:
             return TailCluster(None, False, None, self.dropout)
         if adaptive_input is None:
@@ -181,6 +199,8 @@ class AdaptiveSoftmax(VocabularySoftmax):
         """The head as :func:`linear_cross_entropy` segments (the one place it is assembled): its word rows, then its
         cluster rows, on ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the
         model; both on it with ``project_head``)."""
+        if self.input_proj is not None:  # the head reads the input table's projection, transposed
+            return (F.linear(x, self.input_proj.t()),), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
         if self.head_proj is None or self.project_head:
             h = x if self.head_proj is None else self.head_proj(x)
             return (h,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)

@@ -69,7 +69,10 @@ class OutputSpec:
     softmax (``cutoff`` None) or an adaptive softmax with clusters at ``cutoff`` shrinking by ``factor``, tail
     ``dropout``, tied to the input layer as ``tie`` says (see the module docstring), with a bias per word when
     ``bias``. ``head_proj``: the head reads an own projection of the features, its words and its cluster logits
-    alike (Transformer-XL's ``div_val`` > 1 layout, whose head projection is never tied, even at full width)."""
+    alike (Transformer-XL's ``div_val`` > 1 layout, whose head projection is never tied, even at full width).
+    ``cluster_projs`` (a clustered softmax tied to a plain table narrower than the model): instead of one projection
+    before the softmax, each cluster, head first, reads the input table's projection (True) or its own (False), as
+    Transformer-XL's ``tie_projs`` does at ``div_val`` 1."""
 
     vocab_size: int
     model_dim: int
@@ -80,6 +83,7 @@ class OutputSpec:
     tie: str = TIE_NONE
     bias: bool = False
     head_proj: bool = False  # an own projection before the head, for its words and its cluster logits
+    cluster_projs: Optional[Tuple[bool, ...]] = None  # over a narrower plain table: each cluster's projection
 
     @property
     def adaptive(self) -> bool:
@@ -234,16 +238,19 @@ def build_scorer(spec: OutputSpec, embedder: Optional[Embedder] = None) -> Score
     table = embedder.token_table() if spec.tie != TIE_NONE else None
     # built (so initialised, drawing from the seed's stream) in the order earlier versions built them
     project_first = not (spec.adaptive and spec.tie != TIE_NONE)
-    project = _linear(spec.model_dim, spec.width) if project_first and spec.width != spec.model_dim else None
+    shared_project = spec.width != spec.model_dim and spec.cluster_projs is None  # else each cluster projects
+    project = _linear(spec.model_dim, spec.width) if project_first and shared_project else None
     if spec.adaptive:
         plain = table is not None and not embedder.spec.adaptive  # Transformer-XL's clusters over a plain table
-        softmax = AdaptiveSoftmax(spec.vocab_size, spec.width, spec.cutoff, dropout=spec.dropout, factor=spec.factor,
-                                  adaptive_input=None if plain else table, tie_proj=spec.tie == TIE_ALL,
-                                  table=table.weight if plain else None, bias=spec.bias,
-                                  project_head=spec.head_proj)
+        per_cluster = spec.cluster_projs is not None  # the softmax reads the model width and projects per cluster
+        softmax = AdaptiveSoftmax(spec.vocab_size, spec.model_dim if per_cluster else spec.width, spec.cutoff,
+                                  dropout=spec.dropout, factor=spec.factor, adaptive_input=None if plain else table,
+                                  tie_proj=spec.tie == TIE_ALL, table=table.weight if plain else None, bias=spec.bias,
+                                  project_head=spec.head_proj, cluster_projs=spec.cluster_projs,
+                                  input_proj=embedder.project.weight if per_cluster else None)
     else:
         softmax = FullSoftmax(spec.vocab_size, spec.width, table.weight if table is not None else None, spec.bias)
-    if not project_first and spec.width != spec.model_dim:
+    if not project_first and shared_project:
         project = _linear(spec.model_dim, spec.width)
     return Scorer(spec, softmax, project, project_first)
 
