@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 import transformers
+from make_txl_reference import redraw  # (same folder)
 from transformers import TransfoXLConfig, TransfoXLLMHeadModel, TransfoXLTokenizer
 
 OUT = Path(__file__).resolve().parent / "transfo_xl_folders"
@@ -36,13 +37,7 @@ def model(div_val: int, d_model: int) -> TransfoXLLMHeadModel:
                              same_length=True, untie_r=True, adaptive=True, dropout=0.0, dropatt=0.0,
                              tie_word_embeddings=True)
     torch.manual_seed(0)
-    m = TransfoXLLMHeadModel(config).float().eval()
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in m.named_parameters():  # tied parameters come once
-            noise = torch.randn(p.shape, generator=g)
-            p.copy_(1 + 0.1 * noise if "layer_norm.weight" in name else 0.4 * (16 / d_model) ** 0.5 * noise)
-    return m
+    return redraw(TransfoXLLMHeadModel(config).float().eval(), seed=3)
 
 
 def stream_log_probs(m: TransfoXLLMHeadModel, ids: torch.Tensor) -> torch.Tensor:

@@ -61,8 +61,14 @@ def build(sizes: dict) -> TransfoXLLMHeadModel:
         untie_r=True, adaptive=True, dropout=0.0, dropatt=0.0, tie_word_embeddings=True, **sizes,
     )
     torch.manual_seed(0)
-    model = TransfoXLLMHeadModel(config).float().eval()
-    g = torch.Generator().manual_seed(1)
+    return redraw(TransfoXLLMHeadModel(config).float().eval(), seed=1)
+
+
+def redraw(model: TransfoXLLMHeadModel, seed: int) -> TransfoXLLMHeadModel:
+    """The model's weights drawn again from a seeded normal distribution (the library's initialisation is so small
+    that every distribution would be nearly uniform): LayerNorm gains near 1, biases near 0, the rest 0.4 wide at
+    d=16 and narrower for wider models, so the logits stay of the same size."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # tied parameters come once
             noise = torch.randn(p.shape, generator=g)
@@ -70,8 +76,8 @@ def build(sizes: dict) -> TransfoXLLMHeadModel:
                 p.copy_(1 + 0.1 * noise)
             elif "layer_norm.bias" in name:
                 p.copy_(0.1 * noise)
-            else:  # 0.4 at d=16, narrower for wider models, so the logits stay of the same size
-                p.copy_(0.4 * (16 / config.d_model) ** 0.5 * noise)
+            else:
+                p.copy_(0.4 * (16 / model.config.d_model) ** 0.5 * noise)
     return model
 
 
