@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WIKITEXT103 = 267744
 WMT_JOINED = 32008
 BILLION_WORD = 793472
+PTB_VOCAB = 10000  # Penn Treebank's words (Mikolov's version)
 
 # Table 3 of the paper (WikiText-103, word-level rows): millions of parameters.
 PAPER = [
@@ -106,8 +107,8 @@ LSTM_PAPER = [
      "- / - / - / 41.63", "39.03"),
     ("Table 6b: DeFINE - Reduce", "lstm_wiki103_define_n384", ["--define-no-reduce"], TXL_VOCAB,
      "- / - / - / 43.91", "38.34"),
-    ("Table 1c: AWD-LSTM", "lstm_awd_ptb", [], 10000, "- / - / - / 24", "58.8"),
-    ("Table 1c: AWD-LSTM + DeFINE (n=128, k=1024, N=7, m=400)", "lstm_awd_ptb_define", [], 10000,
+    ("Table 1c: AWD-LSTM", "lstm_awd_ptb", [], PTB_VOCAB, "- / - / - / 24", "58.8"),
+    ("Table 1c: AWD-LSTM + DeFINE (n=128, k=1024, N=7, m=400)", "lstm_awd_ptb_define", [], PTB_VOCAB,
      "- / - / - / 20", "54.2"),
 ]
 
@@ -124,8 +125,10 @@ TRANSLATION = [
      "adaptive_transformer_wmt_en_de_big_define", []),
 ]
 
-# the dictionary size each config under configs/ is meant for
-CONFIG_VOCAB = {"billion_word": BILLION_WORD, "wmt14": WMT_JOINED, "wikitext103": WIKITEXT103}
+# the dictionary size each config under configs/ is meant for: the first prefix of its name listed here (the BPE rows
+# before the word-level WikiText-103 ones)
+CONFIG_VOCAB = {"billion_word": BILLION_WORD, "wmt14": WMT_JOINED, "wikitext103_bpe": BPE_VOCAB,
+                "wikitext103": WIKITEXT103, "ptb": PTB_VOCAB}
 
 
 def outside_body(model) -> int:
