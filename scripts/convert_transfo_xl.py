@@ -4,7 +4,7 @@ model and its tokenizer wrote) into a ``txl_lm`` checkpoint and its fairseq dict
 
   python scripts/convert_transfo_xl.py HF_DIR OUT_DIR
   fairseq-preprocess --only-source --srcdict OUT_DIR/dict.txt --testpref test.txt --destdir DATA
-  fairseq-eval-lm DATA --task bptt_lm --user-dir fairseq_adaptive --path OUT_DIR/model.pt --batch-size 1 \\
+  fairseq-eval-lm DATA --task bptt_lm --user-dir fairseq_adaptive --path OUT_DIR/model.pt --batch-size 10 \\
       --tokens-per-sample 128 --model-overrides '{"mem_len": 1600, "clamp_len": 1000, "same_length": true}'
 
 HF_DIR holds ``config.json`` (``model_type`` transfo-xl), the weights (``pytorch_model.bin`` or
