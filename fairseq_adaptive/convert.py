@@ -221,3 +221,55 @@ def transfo_xl_flags(config: dict) -> list:
     if not config.get("untie_r", True):
         flags.append("--shared-rel-bias")
     return [str(f) for f in flags]
+
+
+def fastai_rows(vocab: int) -> Tensor:
+    """For each fairseq id, the fastai id whose row it takes: fastai's vocabulary starts ``xxunk, xxpad, xxbos,
+    xxeos``, fairseq's ``<s>, <pad>, </s>, <unk>``; ``<unk>`` takes ``xxunk``'s row, ``</s>`` (a line's end, the input
+    before its first word) ``xxbos``'s, ``<s>`` (unused by a language model) ``xxeos``'s; the rest keeps its ids."""
+    import torch
+
+    rows = torch.arange(vocab)
+    rows[0], rows[3] = 3, 0
+    return rows
+
+
+def convert_fastai_awd_lstm_state(state: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """fastai's ``SequentialRNN(AWD_LSTM, LinearDecoder)`` state dict (its pretrained WikiText-103 model; tied, with
+    an output bias) -> ``adaptive_lstm_lm``'s (``--arch lstm_awd_ptb`` at its sizes), rows in fairseq's order
+    (:func:`fastai_rows`). Both stacks are torch's LSTMs: the gates and both biases map as they are; the hidden-to-
+    hidden weight is fastai's ``weight_hh_l0_raw`` (``module.weight_hh_l0`` is the last weight-dropped copy).
+
+    | fastai                                            | ours (under ``decoder.``)                             |
+    |---------------------------------------------------|-------------------------------------------------------|
+    | 0.encoder.weight (= 1.decoder.weight, tied)       | embed_tokens.embedding.weight (= scorer.softmax.weight) |
+    | 1.decoder.bias                                    | scorer.softmax.bias                                   |
+    | 0.rnns.{l}.module.weight_ih_l0 / bias_ih_l0 /     | body.layers.{l}.weight_ih_l0 / bias_ih_l0 / bias_hh_l0 |
+    |   bias_hh_l0                                      |                                                       |
+    | 0.rnns.{l}.weight_hh_l0_raw                       | body.layers.{l}.weight_hh_l0                          |
+    """
+    table = state.get("0.encoder.weight")
+    if table is None:
+        raise KeyError("0.encoder.weight: not a fastai AWD-LSTM language model's state dict")
+    decoder = state.get("1.decoder.weight")
+    if decoder is not None and not (decoder.shape == table.shape and bool((decoder == table).all())):
+        raise ValueError("1.decoder.weight differs from the encoder's table: an untied decoder does not convert")
+    rows = fastai_rows(table.size(0))
+    out = {"decoder.embed_tokens.embedding.weight": table[rows], "decoder.scorer.softmax.weight": table[rows],
+           "decoder.scorer.softmax.bias": state["1.decoder.bias"][rows]}
+    layer = 0
+    while f"0.rnns.{layer}.weight_hh_l0_raw" in state:
+        for theirs, ours in (("weight_hh_l0_raw", "weight_hh_l0"), ("module.weight_ih_l0", "weight_ih_l0"),
+                             ("module.bias_ih_l0", "bias_ih_l0"), ("module.bias_hh_l0", "bias_hh_l0")):
+            out[f"decoder.body.layers.{layer}.{ours}"] = state[f"0.rnns.{layer}.{theirs}"]
+        layer += 1
+    if layer == 0:
+        raise KeyError("0.rnns.0.weight_hh_l0_raw: not a fastai AWD-LSTM (its weight-dropped LSTMs are missing)")
+    return out
+
+
+def fastai_awd_lstm_flags(state: Dict[str, Tensor]) -> list:
+    """The ``--arch lstm_awd_ptb`` flags at a fastai AWD-LSTM state dict's sizes."""
+    layers = sum(1 for k in state if k.endswith(".weight_hh_l0_raw"))
+    return ["--decoder-embed-dim", str(state["0.encoder.weight"].size(1)), "--decoder-hidden-dim",
+            str(state["0.rnns.0.weight_hh_l0_raw"].size(1)), "--decoder-layers", str(layers)]

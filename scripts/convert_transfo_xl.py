@@ -22,107 +22,31 @@ order; fairseq's ``<s>`` and ``<pad>``, which the released model lacks, get zero
 
 import argparse
 import json
-import os
-import pickle
-import struct
 import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import torch
 
+from fairseq_adaptive.released_files import (ReleasedFileError, build_over_dictionary, read_plain_pickle,
+                                             read_safetensors, read_torch_weights, refuse_existing, write_converted)
+
 REQUIRED = ("n_layer", "d_model", "n_head", "d_head", "d_inner", "cutoffs", "vocab_size")
 # fairseq's special symbols that the released vocabulary lacks: their output bias (no probability left to them)
 ABSENT_BIAS = -1e4
-SAFE_BUILTINS = {"dict", "list", "tuple", "set", "frozenset", "int", "float", "str", "bool", "bytes", "bytearray",
-                 "complex", "slice", "range"}
-SAFE_COLLECTIONS = {"OrderedDict", "Counter", "defaultdict", "deque"}
-SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64,
-                      "I64": torch.int64, "I32": torch.int32}
+ConversionError = ReleasedFileError
 
 
-class ConversionError(ValueError):
-    pass
-
-
-class _Opaque:
-    """What the vocabulary unpickler builds for any class it does not know: nothing runs, nothing is kept."""
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __setstate__(self, state):
-        pass
-
-
-class _PlainUnpickler(pickle.Unpickler):
-    """Builds builtin containers and numbers (and collections' dicts); every other class becomes :class:`_Opaque`,
-    and torch's tensor references become None."""
-
-    def find_class(self, module, name):
-        if (module == "builtins" and name in SAFE_BUILTINS) or (module == "collections" and name in SAFE_COLLECTIONS):
-            return super().find_class(module, name)
-        if module == "_codecs" and name == "encode":  # bytes written under protocol 2
-            return lambda text, encoding="latin1": text.encode(encoding)
-        return _Opaque
-
-    def persistent_load(self, pid):
-        return None
-
-
-def _vocabulary_from_pickles(stream):
-    """The first unpickled object that holds ``idx2sym`` (a plain pickle holds it first; torch's legacy format after
-    its magic number, protocol and system info)."""
-    for _ in range(5):
-        try:
-            obj = _PlainUnpickler(stream).load()
-        except EOFError:
-            break
-        if isinstance(obj, dict) and "idx2sym" in obj:
-            return obj
-    return None
-
-
-def read_vocabulary(path: Path) -> list:
-    try:
-        if zipfile.is_zipfile(path):  # torch.save's archive: its data.pkl
-            with zipfile.ZipFile(path) as archive:
-                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                state = None if member is None else _vocabulary_from_pickles(archive.open(member))
-        else:
-            with open(path, "rb") as f:
-                state = _vocabulary_from_pickles(f)
-    except (pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError, KeyError, OSError) as e:
-        raise ConversionError(f"{path} is damaged or not a Transformer-XL vocabulary ({type(e).__name__}: {e}): "
-                              f"download it again") from None
-    symbols = state.get("idx2sym") if state else None
+def read_vocabulary(path: Path):
+    """(the symbols in id order, their counts or None) of a Transformer-XL tokenizer's saved state."""
+    state = read_plain_pickle(path, lambda obj: isinstance(obj, dict) and "idx2sym" in obj,
+                              "a Transformer-XL vocabulary (a tokenizer state with idx2sym)")
+    symbols = state.get("idx2sym")
     if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str) for s in symbols):
         raise ConversionError(f"{path} holds no vocabulary (a list idx2sym of symbols): it is not a Transformer-XL "
                               f"tokenizer's file; download the folder again")
     counter = state.get("counter")
     counts = [int(counter.get(s, 0)) for s in symbols] if isinstance(counter, dict) else []
     return symbols, (counts if counts and all(c > 0 for c in counts) else None)
-
-
-def read_safetensors(path: Path) -> dict:
-    data = path.read_bytes()
-    try:
-        (size,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8 : 8 + size])
-        tensors = {}
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = (8 + size + int(o) for o in entry["data_offsets"])
-            dtype = SAFETENSORS_DTYPES[entry["dtype"]]
-            buffer = bytearray(data[start:end])
-            tensors[name] = torch.frombuffer(buffer, dtype=dtype).reshape(entry["shape"]).clone() if buffer else \
-                torch.zeros(entry["shape"], dtype=dtype)
-        return tensors
-    except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise ConversionError(f"{path} is damaged or not a safetensors file ({type(e).__name__}: {e}): download it "
-                              f"again") from None
 
 
 def read_weights(folder: Path) -> dict:
@@ -132,14 +56,7 @@ def read_weights(folder: Path) -> dict:
     if not path.is_file():
         raise ConversionError(f"{folder} has no pytorch_model.bin or model.safetensors: give the folder that holds "
                               f"the model's weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
-        raise ConversionError(f"{path} cannot be read as model weights ({type(e).__name__}): it is damaged or cut "
-                              f"short; download it again") from None
-    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise ConversionError(f"{path} holds no state dict of tensors: it is not a model's weights")
-    return state
+    return read_torch_weights(path)
 
 
 def read_config(folder: Path) -> dict:
@@ -206,54 +123,27 @@ def permute_rows(state: dict, hf_id: list, div_val: int, absent_bias: float) -> 
     return out
 
 
-def build_checkpoint(config: dict, weights: dict, words: list, counts, hf_id: list, cutoffs: list, out_dir: Path):
-    """(dict.txt text, the fairseq checkpoint): the model built by fairseq's option parsing and our task over that
-    dictionary, loaded strictly with the converted weights."""
-    import fairseq_adaptive  # noqa: F401  (registers txl_lm and bptt_lm)
-    from fairseq import options, tasks
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-    from omegaconf import OmegaConf
-
+def build_model(config: dict, weights: dict, words: list, counts, hf_id: list, cutoffs: list):
+    """(dict.txt text, the parsed flags, the model built by fairseq's option parsing and our task over that dictionary,
+    loaded strictly with the converted weights)."""
     from fairseq_adaptive.convert import convert_hf_transfo_xl_state, transfo_xl_flags
 
     div_val = int(config.get("div_val", 1))
     state = permute_rows(convert_hf_transfo_xl_state(weights, config), hf_id, div_val, ABSENT_BIAS)
     ranks = counts or list(range(len(words) + 1, 1, -1))
     text = "".join(f"{w} {c}\n" for w, c in zip(words, ranks))
-    flags = transfo_xl_flags(dict(config, cutoffs=cutoffs))
     arch = "txl_wiki103_large" if div_val > 1 else "txl_wiki103_base"
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "dict.txt").write_text(text, encoding="utf-8")
-        parser = options.get_training_parser()
-        args = options.parse_args_and_arch(parser, [tmp, "--task", "bptt_lm", "--arch", arch, *flags, "--batch-size",
-                                                    "1", "--tokens-per-sample", "128", "--cpu"])
-        task = tasks.setup_task(args)
-        model = task.build_model(args)
+    args, model = build_over_dictionary(text, ["--task", "bptt_lm", "--arch", arch,
+                                               *transfo_xl_flags(dict(config, cutoffs=cutoffs)), "--batch-size", "1",
+                                               "--tokens-per-sample", "128"])
     model.load_state_dict(state)  # strict: every converted entry has its place, and every place an entry
-    args.data = str(out_dir.resolve())
-    args.dictionary_file = str((out_dir / "dict.txt").resolve())
-    cfg = convert_namespace_to_omegaconf(args)
-    checkpoint = {"cfg": OmegaConf.to_container(cfg), "model": model.state_dict(), "criterion": {},
-                  "optimizer_history": [{"criterion_name": "AdaptiveCrossEntropyCriterion", "optimizer_name": "none",
-                                         "lr_scheduler_state": {}, "num_updates": 0}],
-                  "task_state": {}, "extra_state": {"converted_from": "HuggingFace Transformer-XL"},
-                  "last_optimizer_state": None}
-    return text, checkpoint
-
-
-def write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    return text, args, model
 
 
 def convert(hf_dir: Path, out_dir: Path) -> None:
     if not hf_dir.is_dir():
         raise ConversionError(f"{hf_dir} is not a folder: give the HuggingFace model's folder")
-    existing = [n for n in ("model.pt", "dict.txt") if (out_dir / n).exists()]
-    if existing:
-        raise ConversionError(f"{out_dir} already holds {', '.join(existing)}: give a new output folder (nothing is "
-                              f"overwritten)")
+    refuse_existing(out_dir)
     config = read_config(hf_dir)
     weights = read_weights(hf_dir)
     vocab = next((hf_dir / n for n in ("vocab.bin", "vocab.pkl") if (hf_dir / n).is_file()), None)
@@ -269,13 +159,11 @@ def convert(hf_dir: Path, out_dir: Path) -> None:
     if word_counts is not None and any(b > a for a, b in zip(word_counts, word_counts[1:])):
         word_counts = None  # not sorted by count (ties broken another way): the ranks say the order
     try:
-        text, checkpoint = build_checkpoint(config, weights, words, word_counts, hf_id, cutoffs, out_dir)
+        text, args, model = build_model(config, weights, words, word_counts, hf_id, cutoffs)
     except (KeyError, RuntimeError, ValueError) as e:
         raise ConversionError(f"the weights in {hf_dir} do not fit its config.json ({type(e).__name__}: "
                               f"{str(e)[:300]})") from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(out_dir / "dict.txt", lambda p: p.write_text(text, encoding="utf-8"))
-    write_atomically(out_dir / "model.pt", lambda p: torch.save(checkpoint, p))
+    write_converted(out_dir, text, args, model, "HuggingFace Transformer-XL")
 
 
 def main(argv=None):

@@ -4,19 +4,21 @@
 (an argparse Namespace, no hydra config), converted by scripts/convert_fairseq_checkpoint.py: fairseq-eval-lm with
 the flags of fairseq's evaluation command, and the hub's ``score``, give what fairseq's own model gives.
 
-And fastai's pretrained AWD-LSTM: the key table of docs/released_models.md puts a state dict of fastai's shape into
-``adaptive_lstm_lm`` (``--arch lstm_awd_ptb``), whose scores then equal fastai's forward pass computed with torch's
-LSTMs. docs/released_models.md says what this does and does not show about the full-size files."""
+And fastai's pretrained AWD-LSTM: the key table (``convert.convert_fastai_awd_lstm_state``) puts a state dict of
+fastai's shape into ``adaptive_lstm_lm`` (``--arch lstm_awd_ptb``), whose scores then equal fastai's forward pass
+computed with torch's LSTMs; scripts/convert_fastai_awd_lstm.py writes it as a checkpoint fairseq's loader reads. docs/released_models.md says what this does and does not show about the full-size files."""
 
+import pickle
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
-from fairseq import options
+from fairseq import checkpoint_utils, options
 from fairseq.models.transformer_lm import TransformerLanguageModel
 from fairseq_cli import preprocess, train
 
+from fairseq_adaptive.convert import convert_fastai_awd_lstm_state, fastai_rows
 from fairseq_adaptive.models.adaptive_lm import AdaptiveLanguageModel
 
 from .helpers import LM_TRAIN, USER_DIR, build_lstm, evaluate_lm, load_script, run_cli
@@ -120,35 +122,13 @@ def fastai_lm_state(vocab: int, emb: int, hidden: int, layers: int, generator) -
     return state
 
 
-def fastai_rows(vocab: int) -> torch.Tensor:
-    """fairseq's id -> fastai's: fastai's vocabulary starts xxunk, xxpad, xxbos, xxeos, fairseq's <s>, <pad>, </s>,
-    <unk>; the rest keeps its ids. <unk> takes xxunk's row, </s> (a line's end, the input before its first word)
-    xxbos's, <s> (unused by a language model) xxeos's."""
-    rows = torch.arange(vocab)
-    rows[0], rows[3] = 3, 0
-    return rows
-
-
-def from_fastai(state: dict, layers: int) -> dict:
-    """The key table of docs/released_models.md: fastai's names -> ``adaptive_lstm_lm``'s, rows in fairseq's order."""
-    rows = fastai_rows(state["0.encoder.weight"].size(0))
-    table = state["0.encoder.weight"][rows]
-    ours = {"decoder.embed_tokens.embedding.weight": table, "decoder.scorer.softmax.weight": table,
-            "decoder.scorer.softmax.bias": state["1.decoder.bias"][rows]}
-    for l in range(layers):
-        for theirs, name in (("weight_hh_l0_raw", "weight_hh_l0"), ("module.weight_ih_l0", "weight_ih_l0"),
-                             ("module.bias_ih_l0", "bias_ih_l0"), ("module.bias_hh_l0", "bias_hh_l0")):
-            ours[f"decoder.body.layers.{l}.{name}"] = state[f"0.rnns.{l}.{theirs}"]
-    return ours
-
-
 def test_fastai_awd_lstm_weights_map_exactly(lm_data):
     emb, hidden, layers = 8, 12, 3  # fastai's WikiText-103 model: 400, 1152, 3
     model = build_lstm("lstm_awd_ptb", ["--decoder-embed-dim", str(emb), "--decoder-hidden-dim", str(hidden),
                                         "--decoder-layers", str(layers)], data=lm_data).model.eval()
     vocab = len(model.decoder.dictionary)
     fastai = fastai_lm_state(vocab, emb, hidden, layers, torch.Generator().manual_seed(0))
-    model.load_state_dict(from_fastai(fastai, layers), strict=True)  # every weight has its place, and only one
+    model.load_state_dict(convert_fastai_awd_lstm_state(fastai), strict=True)  # every weight has its place, once
 
     tokens = torch.randint(0, vocab, (2, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -170,3 +150,28 @@ def test_fastai_awd_lstm_weights_map_exactly(lm_data):
                     for step, part in enumerate((tokens[:, :5], tokens[:, 5:]))]
     torch.testing.assert_close(whole, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(torch.cat(segments, 1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_fastai_awd_lstm_script_writes_a_checkpoint_that_scores_as_fastai(tmp_path):
+    """scripts/convert_fastai_awd_lstm.py on a fastai-shaped file pair (``learn.save``'s {"model": ...} and a
+    pickled itos list): the checkpoint loads through fairseq's loader and scores as the fastai weights do; a
+    vocabulary of another size, or one without fastai's special tokens, is refused before anything is written."""
+    emb, hidden, layers, vocab = 8, 12, 3, 40
+    fastai = fastai_lm_state(vocab, emb, hidden, layers, torch.Generator().manual_seed(0))
+    torch.save({"model": fastai, "opt": None}, tmp_path / "lstm_fwd.pth")
+    itos = ["xxunk", "xxpad", "xxbos", "xxeos"] + [f"w{i}" for i in range(vocab - 4)]
+    (tmp_path / "itos.pkl").write_bytes(pickle.dumps(itos))
+    script = load_script("convert_fastai_awd_lstm")
+    for bad, message in ((itos[:-1], "different models"), (["a", "b", "c", "d"] + itos[4:], "not fastai's")):
+        (tmp_path / "bad.pkl").write_bytes(pickle.dumps(bad))
+        with pytest.raises(SystemExit, match=message):
+            script.main([str(tmp_path / "lstm_fwd.pth"), str(tmp_path / "bad.pkl"), str(tmp_path / "bad_out")])
+        assert not (tmp_path / "bad_out").exists()
+    script.main([str(tmp_path / "lstm_fwd.pth"), str(tmp_path / "itos.pkl"), str(tmp_path / "out")])
+    assert (tmp_path / "out" / "dict.txt").read_text().split()[0] == "w0"
+    models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(tmp_path / "out" / "model.pt")],
+                                                                 arg_overrides={"data": str(tmp_path / "out")})
+    model = models[0].eval()
+    state = model.state_dict()
+    expected = convert_fastai_awd_lstm_state(fastai)
+    assert all(torch.equal(state[k], v) for k, v in expected.items())
