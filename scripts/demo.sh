@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The main job on the bundled corpus (State of the Union addresses, 458K training tokens): install, binarise,
 # train a small adaptive-input + tied adaptive-softmax LM on CPU (1,000 updates: about four minutes on 2 cores), evaluate
-# with fairseq-eval-lm. A fixed number of updates and a fixed seed give the same perplexity on every machine, whatever
-# its speed or load. Usage: bash scripts/demo.sh [UPDATES=1000] [WORK_DIR=work_dirs/demo]
+# with fairseq-eval-lm. A fixed number of updates and a fixed seed give the same perplexity on one machine, whatever
+# its speed or load (other processors may differ in the last digits). Usage: [PYTHON=python3.13] [FAIRSEQ_ADAPTIVE_VENV=DIR] bash scripts/demo.sh [UPDATES=1000]
+# [WORK_DIR=work_dirs/demo]   (PYTHON and FAIRSEQ_ADAPTIVE_VENV as for scripts/install.sh; the venv defaults to .venv)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 UPDATES=${1:-1000}; WORK=${2:-$ROOT/work_dirs/demo}
-bash "$ROOT/scripts/install.sh"
-source "$ROOT/.venv/bin/activate"
+VENV=${FAIRSEQ_ADAPTIVE_VENV:-$ROOT/.venv}
+bash "$ROOT/scripts/install.sh" "$VENV"
+source "$VENV/bin/activate"
 mkdir -p "$WORK"
 [ -f "$WORK/bin/dict.txt" ] || bash "$ROOT/scripts/prepare_lm.sh" "$ROOT/data/lm-sample" "$WORK/bin" > "$WORK/preprocess.log" 2>&1
 rm -rf "$WORK/checkpoints"

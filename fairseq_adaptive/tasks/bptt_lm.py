@@ -191,7 +191,7 @@ class BPTTLMTask(ValidatesWithAverage, TruncatedBPTTLMTask):
              "net_input": {"src_tokens": PadDataset(src, pad_idx=d.pad(), left_pad=False),
                            "src_lengths": NumelDataset(src, reduce=False)},
              "target": PadDataset(tgt, pad_idx=d.pad(), left_pad=False)},
-            sizes=[np.array(src_lengths)],
+            sizes=[np.array([int(n) for n in src_lengths])],
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
