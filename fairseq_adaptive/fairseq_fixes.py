@@ -17,7 +17,8 @@ before any model of ours is built. A process that only imports the plugin keeps 
 - numpy 2: fairseq 0.12 builds the datasets of generation, the hub interface and eval-lm's sentence modes
   (``TokenBlockDataset`` with ``--sample-break-mode eos``) and of bucketed translation batches with
   ``np.compat.long``, which numpy 2 removed. Under numpy 2 those two fairseq modules are given a view of numpy that
-  also answers ``compat.long`` (numpy 1's alias of ``int``); numpy itself, and every other module, are left alone.
+  also answers ``compat.long`` (numpy 1's alias of ``int``), and TokenBlockDataset signed index types (its ``e - 2``
+  on unsigned numpy-2 scalars wrapped around); numpy itself, and every other module, are left alone.
 - The start of fairseq-train: fairseq treats a ``--restore-file`` that does not exist as a fresh start (one INFO
   line) and then writes over the save directory's checkpoints; a run that starts from scratch beside another run's
   checkpoints overwrites them too. Both stop before anything is loaded or written
@@ -129,8 +130,18 @@ class _NumpyWithCompat:
 _NUMPY_COMPAT_USERS = ("fairseq.data.token_block_dataset", "fairseq.data.language_pair_dataset")
 
 
+def signed_int_dtype(max_int_to_represent):
+    """fairseq's ``best_fitting_int_dtype`` with signed types: TokenBlockDataset computes ``e - 2`` on its index
+    scalars, which numpy 2 keeps unsigned (wrapping 1 - 2 around, with an overflow warning) where numpy 1 promoted
+    them to a signed type."""
+    if max_int_to_represent is not None and max_int_to_represent < 2**31 - 1:
+        return np.int32
+    return np.int64
+
+
 def numpy_compat() -> None:
-    """Under numpy 2, give the fairseq modules that still call ``np.compat.long`` a numpy that has it."""
+    """Under numpy 2, give the fairseq modules that still call ``np.compat.long`` a numpy that has it, and
+    TokenBlockDataset signed index types."""
     if hasattr(np, "compat"):
         return
     for name in _NUMPY_COMPAT_USERS:
@@ -139,6 +150,11 @@ def numpy_compat() -> None:
             module.np = _NumpyWithCompat()
             logger.info(f"{name} now reads numpy through a view that keeps np.compat.long (numpy "
                         f"{np.__version__} removed it)")
+    blocks = importlib.import_module("fairseq.data.token_block_dataset")
+    if blocks.best_fitting_int_dtype is not signed_int_dtype:
+        blocks.best_fitting_int_dtype = signed_int_dtype
+        logger.info("fairseq's TokenBlockDataset now indexes its blocks with signed integers (numpy 2 keeps unsigned "
+                    "ones unsigned, so its past target of a sentence's first token wrapped around)")
 
 
 def name_read_failures() -> None:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from .helpers import ROOT, build_lm
 
@@ -44,3 +45,24 @@ def test_the_batching_fix_applies_when_our_model_is_built(lm_data):
     from fairseq import checkpoint_utils
 
     assert checkpoint_utils.PathManager.copy.__qualname__ == "AtomicCopyPathManager.copy"
+
+
+def test_token_blocks_read_under_numpy_2_as_under_numpy_1():
+    """fairseq's TokenBlockDataset (generation, the hub, eval-lm's sentence modes) once our fixes are applied: no
+    np.compat error and no unsigned wrap-around under numpy 2 (a sentence's first token's past target is padding and
+    end of sentence, then nothing), no warning."""
+    import warnings
+
+    from fairseq.data import TokenBlockDataset
+
+    from fairseq_adaptive import fairseq_fixes
+
+    fairseq_fixes.apply()
+    data = [torch.tensor([2]), torch.tensor([5, 2])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        blocks = TokenBlockDataset(data, [1, 2], block_size=None, pad=1, eos=2, break_mode="eos",
+                                   include_targets=True)
+        source, target, past = blocks[0]
+        assert source.tolist() == [2] and target.tolist() == [2] and past.tolist() == [1, 2]
+        assert [t.tolist() for t in blocks[1]] == [[2, 5], [5, 2], [1, 2]]
