@@ -7,8 +7,7 @@ import pytest
 
 import fairseq_adaptive  # noqa: F401  (registers our components before fairseq parses flags)
 
-# USER_DIR, load_script and run_cli are imported from here by tests/golden/make_golden.py
-from .helpers import MT_SAMPLE, USER_DIR, load_script, run_cli, write_text_sample  # noqa: F401
+from .helpers import MT_SAMPLE, load_script, run_cli, write_text_sample
 
 
 def pytest_collection_modifyitems(config, items):

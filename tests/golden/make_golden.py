@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from fairseq_cli import preprocess, train  # noqa: E402
 
-from tests.conftest import USER_DIR, load_script, run_cli  # noqa: E402
+from tests.helpers import USER_DIR, load_script, run_cli  # noqa: E402
 from tests.golden.golden import CASES, HERE, score  # noqa: E402
 
 COMMON = ["--user-dir", USER_DIR, "--cpu", "--optimizer", "adam", "--lr", "0.01", "--max-tokens", "512",
