@@ -8,7 +8,7 @@ import shutil
 import pytest
 from fairseq import checkpoint_utils
 from fairseq.data import data_utils
-from fairseq_cli import eval_lm, generate, train
+from fairseq_cli import eval_lm, generate, interactive, train
 
 from fairseq_adaptive import fairseq_fixes
 from fairseq_adaptive.modules.define import define_layout
@@ -97,12 +97,12 @@ def test_the_batching_fix_names_sizes_of_zero():
 
 @pytest.mark.cli
 @pytest.mark.parametrize("content", [b"", b"\x80\x02not a checkpoint" * 40], ids=["empty", "damaged"])
-@pytest.mark.parametrize("command", ["eval_lm", "generate"])
+@pytest.mark.parametrize("command", ["eval_lm", "generate", "interactive"])
 def test_fairseqs_commands_name_an_unreadable_checkpoint(lm_data, tmp_path, content, command):
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(content)
-    main = {"eval_lm": eval_lm.cli_main, "generate": generate.cli_main}[command]
-    extra = ["--task", "language_modeling"] if command == "generate" else []
+    main = {"eval_lm": eval_lm.cli_main, "generate": generate.cli_main, "interactive": interactive.cli_main}[command]
+    extra = ["--task", "language_modeling"] if command != "eval_lm" else []
     with pytest.raises(ValueError, match=f"{path} (is empty|is not a checkpoint torch can read)"):
         run_cli(main, [lm_data, "--user-dir", USER_DIR, "--path", path, "--cpu", *extra])
 
