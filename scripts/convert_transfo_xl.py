@@ -81,19 +81,20 @@ def read_config(folder: Path) -> dict:
 def fairseq_order(symbols: list, cutoffs: list):
     """(our symbols after fairseq's four specials, the HuggingFace id of each of our indices (None: a row the released
     model lacks), our cutoffs)."""
+    index = {s: i for i, s in enumerate(symbols)}
     for special in ("<eos>", "<unk>"):
-        if special not in symbols:
+        if special not in index:
             raise ConversionError(f"the vocabulary has no {special}: it is not Transformer-XL's WikiText-103 layout")
-        if symbols.index(special) >= cutoffs[0]:
-            raise ConversionError(f"{special} lies past the head band (id {symbols.index(special)} >= "
-                                  f"{cutoffs[0]}): its rows cannot move to fairseq's special symbols")
-    clash = [s for s in ("<s>", "<pad>", "</s>") if s in symbols]
+        if index[special] >= cutoffs[0]:
+            raise ConversionError(f"{special} lies past the head band (id {index[special]} >= {cutoffs[0]}): its rows "
+                                  f"cannot move to fairseq's special symbols")
+    clash = [s for s in ("<s>", "<pad>", "</s>") if s in index]
     bad = [s for s in symbols if not s or any(c.isspace() for c in s)]
-    if clash or bad or len(set(symbols)) != len(symbols):
+    if clash or bad or len(index) != len(symbols):
         raise ConversionError(f"the vocabulary has symbols fairseq's dictionary cannot hold (fairseq's own specials "
                               f"{clash}, empty or spaced {bad[:3]}, or duplicates)")
     words = [s for s in symbols if s not in ("<eos>", "<unk>")]
-    hf_id = [None, None, symbols.index("<eos>"), symbols.index("<unk>")] + [symbols.index(w) for w in words]
+    hf_id = [None, None, index["<eos>"], index["<unk>"]] + [index[w] for w in words]
     ours = [c + 2 for c in cutoffs]
     for j, h in enumerate(hf_id):
         if h is not None and sum(h >= c for c in cutoffs) != sum(j >= c for c in ours):
@@ -104,10 +105,10 @@ def fairseq_order(symbols: list, cutoffs: list):
 def permute_rows(state: dict, hf_id: list, div_val: int, absent_bias: float) -> dict:
     """The converted state dict (HuggingFace's ids) with every vocabulary-sized dimension in our order."""
     def rows(t: torch.Tensor, count: int, fill: float = 0.0) -> torch.Tensor:
-        out = t.new_full((count, *t.shape[1:]), fill)
-        for j in range(count):
-            if hf_id[j] is not None:
-                out[j] = t[hf_id[j]]
+        """Our first ``count`` rows of ``t`` (one gather); ``fill`` where the released model has no row."""
+        ids = hf_id[:count]
+        out = t[torch.tensor([0 if h is None else h for h in ids])]
+        out[torch.tensor([h is None for h in ids])] = fill
         return out
 
     out = dict(state)
@@ -155,7 +156,7 @@ def convert(hf_dir: Path, out_dir: Path) -> None:
         raise ConversionError(f"{vocab} has {len(symbols):,} symbols but config.json's vocab_size is "
                               f"{int(config['vocab_size']):,}: the files are from different models")
     words, hf_id, cutoffs = fairseq_order(symbols, [int(c) for c in config["cutoffs"]])
-    word_counts = None if counts is None else [counts[symbols.index(w)] for w in words]
+    word_counts = None if counts is None else [counts[h] for h in hf_id[4:]]
     if word_counts is not None and any(b > a for a, b in zip(word_counts, word_counts[1:])):
         word_counts = None  # not sorted by count (ties broken another way): the ranks say the order
     try:
