@@ -169,10 +169,10 @@ class AdaptiveSoftmax(VocabularySoftmax):
         if adaptive_input is None:
             words = _xavier_parameter(self.cutoff[band] - self.cutoff[band - 1], dim)
             return TailCluster(_xavier_parameter(dim, self.input_dim), False, words, self.dropout)
-        words, input_proj = adaptive_input.weights_for_band(band)
+        words, band_proj = adaptive_input.weights_for_band(band)
         if tie_proj:
-            return TailCluster(input_proj, True, words, self.dropout)
-        return TailCluster(_xavier_parameter(input_proj.shape[1], input_proj.shape[0]), False, words, self.dropout)
+            return TailCluster(band_proj, True, words, self.dropout)
+        return TailCluster(_xavier_parameter(band_proj.shape[1], band_proj.shape[0]), False, words, self.dropout)
 
     # ---------------------------------------------------------------- pieces
     def word_rows(self, band: int) -> Tensor:
@@ -199,12 +199,13 @@ class AdaptiveSoftmax(VocabularySoftmax):
         """The head as :func:`linear_cross_entropy` segments (the one place it is assembled): its word rows, then its
         cluster rows, on ``x`` (or the words on the head projection of ``x`` when the head band is narrower than the
         model; both on it with ``project_head``)."""
-        if self.input_proj is not None:  # the head reads the input table's projection, transposed
-            return (F.linear(x, self.input_proj.t()),), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
-        if self.head_proj is None or self.project_head:
+        if self.head_proj is not None and not self.project_head:  # fairseq's: the words alone read the projection
+            return (self.head_proj(x), x), (self.word_rows(0), self.head_clusters)
+        if self.input_proj is not None:  # the input table's projection, transposed
+            h = F.linear(x, self.input_proj.t())
+        else:
             h = x if self.head_proj is None else self.head_proj(x)
-            return (h,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
-        return (self.head_proj(x), x), (self.word_rows(0), self.head_clusters)
+        return (h,), (torch.cat([self.word_rows(0), self.head_clusters], dim=0),)
 
     def head(self, x: Tensor) -> Tensor:
         """``N x d -> N x (cutoff[0] + n_clusters)``: word logits, then one logit per tail cluster."""
