@@ -43,6 +43,11 @@ _DTYPES = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np
 _CHECKED: Dict[Tuple[str, int, int], Optional[int]] = {}  # (file, size, mtime) -> largest id
 
 
+def writable(cfg):
+    """A context in which ``cfg`` (an argparse Namespace or a struct-mode DictConfig) takes new attributes."""
+    return open_dict(cfg) if isinstance(cfg, DictConfig) else contextlib.nullcontext()
+
+
 def task_setting(task, name: str):
     """A task's setting (fairseq's tasks keep it in ``cfg``, or ``args`` for argparse-era ones), None if absent."""
     for holder in (getattr(task, "cfg", None), getattr(task, "args", None)):
@@ -205,7 +210,7 @@ def check_dictionary(args, dictionary, data: str, prefix: str = "", dict_file: s
         raise ValueError(f"the dictionary of {data} ({here}) is not the one the checkpoint was trained with "
                          f"({trained_file}): both have {len(dictionary):,} entries, but other words at other ids, so "
                          f"every score would be wrong: {fix}")
-    with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
+    with writable(args):
         if trained is None:
             setattr(args, size_field, len(dictionary))
         if trained_print is None and trained is None:  # a checkpoint from before the fingerprint keeps the size check

@@ -5,15 +5,13 @@ and checks them); this module declares them (defaults from the modules that own 
 those layers: filling architecture defaults.
 """
 
-import contextlib
 from dataclasses import dataclass, field, make_dataclass
 from typing import Optional
 
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.utils import safe_getattr
-from omegaconf import DictConfig, open_dict
 
-from ..checks import DICTIONARY_RECORD
+from ..checks import DICTIONARY_RECORD, writable
 from ..modules.define import ACTIVATIONS, CONNECTIONS, TRANSFORMS
 from .vocab_flags import DEFINE_DEFAULTS
 
@@ -41,7 +39,7 @@ def keep_widths_unset(base_architecture, args) -> None:
     scores at its width n)."""
     unset = [name for name in DERIVED_WIDTHS if safe_getattr(args, name, None) is None]
     base_architecture(args)
-    with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
+    with writable(args):
         for name in unset:
             setattr(args, name, None)
 

@@ -14,7 +14,6 @@ Tasks are never imported here: a task says that it carries streams (``carries_st
 ``auto_cutoffs(dictionary)`` for cutoffs given as ``auto``; the model asks.
 """
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -22,11 +21,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 from fairseq import hub_utils
 from fairseq.models import FairseqIncrementalDecoder
 from fairseq.utils import safe_getattr
-from omegaconf import DictConfig, open_dict
 from torch import Tensor
 
 from .. import fairseq_fixes
-from ..checks import DICTIONARY_RECORD, check_dictionary, check_sizes, check_hub_paths, data_of, guard_task, task_setting
+from ..checks import (DICTIONARY_RECORD, check_dictionary, check_hub_paths, check_sizes, data_of, guard_task,
+                      task_setting, writable)
 from ..modules.vocab_layers import Embedder, Scorer, build_embedder
 from .lm_hub import LanguageModelHub
 from .vocab_flags import LM, VocabLayers, describe
@@ -172,7 +171,7 @@ def keep_config_record(args, model) -> None:
     saves: fairseq builds a model named by its model name (``--arch adaptive_lm``) from a copy of the config."""
     for name, value in (getattr(model, "config_record", None) or {}).items():
         if value is not None and safe_getattr(args, name, None) != value:
-            with open_dict(args) if isinstance(args, DictConfig) else contextlib.nullcontext():
+            with writable(args):
                 setattr(args, name, value)
 
 

@@ -11,12 +11,12 @@ with an adaptive softmax; ``get_normalized_probs`` turns them into log-probabili
 
 import argparse
 import copy
-import contextlib
 
 from fairseq.models.transformer import TransformerConfig, TransformerDecoder, TransformerEncoder
 from fairseq.utils import safe_getattr
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
+from ..checks import writable
 from ..modules.vocab_layers import Embedder, OutputSpec, build_scorer, upgrade_state_dict
 from .causal_attention import build_causal_decoder_layer
 
@@ -27,7 +27,7 @@ def body_view(args, model_dim: int):
     plain = dict(decoder_input_dim=model_dim, decoder_output_dim=model_dim, adaptive_softmax_cutoff=None,
                  tie_adaptive_weights=False, tie_adaptive_proj=False, share_decoder_input_output_embed=False,
                  no_scale_embedding=True)
-    with open_dict(view) if isinstance(view, DictConfig) else contextlib.nullcontext():
+    with writable(view):
         for name, value in plain.items():
             setattr(view, name, value)
     return view
